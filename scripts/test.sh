@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# Set up .venv if needed, then run the whole test suite (offline, CPU).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q "$@"

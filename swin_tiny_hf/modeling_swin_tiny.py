@@ -1,0 +1,469 @@
+"""Swin Transformer for small images, as transformers models.
+
+Layout of the feature map is channels-last, (B, H, W, C), from the patch embedding to the final
+norm. Window partition is not a separate copy: the qkv projection runs on the whole map and one
+permute both splits heads and gathers windows; one permute after attention merges them back.
+
+Module names (the state-dict layout) are listed in `convert.py`, which maps timm's and
+transformers' checkpoints onto them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+
+from .configuration_swin_tiny import SwinTinyConfig
+from .windows import relative_position_index, shift_attention_mask
+
+ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
+
+
+def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: zero whole samples of a residual branch with probability `rate`, rescale the rest."""
+    if rate == 0.0 or not training:
+        return x
+    keep = 1.0 - rate
+    mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)  # (B, 1, ..., 1)
+    return x * mask.div_(keep)
+
+
+class DropPath(nn.Module):
+    def __init__(self, rate: float):
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return drop_path(x, self.rate, self.training)
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate:.3f}"
+
+
+class PatchEmbedding(nn.Module):
+    """Non-overlapping patches to tokens: Conv2d(kernel = stride = patch) then an optional LayerNorm."""
+
+    def __init__(self, config: SwinTinyConfig):
+        super().__init__()
+        self.projection = nn.Conv2d(
+            config.num_channels, config.embed_dim, kernel_size=config.patch_size, stride=config.patch_size
+        )
+        self.norm = nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps) if config.patch_norm else nn.Identity()
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        x = self.projection(pixel_values)  # (B, C_in, H, W) -> (B, D, H/p, W/p)
+        x = x.permute(0, 2, 3, 1)  # (B, H/p, W/p, D), channels-last
+        return self.norm(x)
+
+
+def eager_window_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, dropout: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q k^T / sqrt(d) + mask) v, also returning the weights.
+
+    Args:
+        query, key, value: (B', G, N, d) where G groups heads (and windows, for shifted blocks).
+        mask: (1, G, N, N) additive: relative position bias plus the shift mask.
+    Returns:
+        output (B', G, N, d) and attention weights (B', G, N, N).
+    """
+    scores = torch.matmul(query, key.transpose(-2, -1)) * query.shape[-1] ** -0.5 + mask  # (B', G, N, N)
+    weights = scores.softmax(dim=-1, dtype=torch.float32).to(query.dtype)
+    output = torch.matmul(F.dropout(weights, p=dropout), value)  # (B', G, N, d)
+    return output, weights
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside MxM windows with a learned relative position bias (W-MSA / SW-MSA).
+
+    Takes the (already normalised and, for SW-MSA, rolled) full feature map and returns the attended
+    map. The relative position bias and the shift mask are added as one mask, so PyTorch's fused
+    `scaled_dot_product_attention` does the work when `config._attn_implementation == "sdpa"`.
+    """
+
+    def __init__(self, config: SwinTinyConfig, dim: int, num_heads: int, window: int):
+        super().__init__()
+        self.config = config
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.window = window
+        self.qkv = nn.Linear(dim, 3 * dim, bias=config.qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.attention_dropout = config.attention_probs_dropout_prob
+        self.proj_dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
+        self.register_buffer("relative_position_index", relative_position_index(window), persistent=False)
+
+    def relative_position_bias(self) -> torch.Tensor:
+        """(heads, M*M, M*M): the learned bias of each token pair, looked up by relative offset."""
+        n = self.window * self.window
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]  # (N*N, heads)
+        return bias.view(n, n, self.num_heads).permute(2, 0, 1)  # (heads, N, N)
+
+    def forward(
+        self, x: torch.Tensor, shift_mask: torch.Tensor | None = None, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """
+        Args:
+            x: (B, H, W, C) feature map.
+            shift_mask: (nW, N, N) additive mask of the shifted blocks (0 / -inf), or None for W-MSA.
+        Returns:
+            (B, H, W, C) and, if asked, the attention weights (B, nW, heads, N, N).
+        """
+        B, H, W, C = x.shape
+        M, heads, d = self.window, self.num_heads, self.head_dim
+        nWh, nWw = H // M, W // M
+        qkv = self.qkv(x)  # (B, H, W, 3C)
+        qkv = qkv.view(B, nWh, M, nWw, M, 3, heads, d)
+        qkv = qkv.permute(5, 0, 1, 3, 6, 2, 4, 7)  # (3, B, nWh, nWw, heads, M, M, d): one copy, windows + heads
+        qkv = qkv.reshape(3, B, nWh * nWw, heads, M * M, d)  # (3, B, nW, heads, N, d)
+
+        bias = self.relative_position_bias()  # (heads, N, N)
+        if shift_mask is None:
+            # Every window shares the same mask: batch the windows, broadcast over them.
+            q, k, v = qkv.flatten(1, 2).unbind(0)  # each (B*nW, heads, N, d)
+            mask = bias.unsqueeze(0)  # (1, heads, N, N)
+        else:
+            # Each window has its own mask: group windows with heads so one 4-D mask broadcasts over the batch.
+            q, k, v = qkv.flatten(2, 3).unbind(0)  # each (B, nW*heads, N, d)
+            mask = (shift_mask.unsqueeze(1) + bias.unsqueeze(0)).flatten(0, 1).unsqueeze(0)  # (1, nW*heads, N, N)
+        mask = mask.to(q.dtype)
+        dropout = self.attention_dropout if self.training else 0.0
+
+        implementation = self.config._attn_implementation or "sdpa"
+        weights = None
+        if output_attentions or implementation == "eager":
+            out, weights = eager_window_attention(q, k, v, mask, dropout)
+            weights = weights.view(B, nWh * nWw, heads, M * M, M * M)  # (B, nW, heads, N, N)
+        elif implementation == "sdpa":
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        else:
+            raise ValueError(
+                f"attn_implementation={implementation!r} is not supported by SwinTiny; "
+                f"expected one of {ATTENTION_IMPLEMENTATIONS}."
+            )
+        # Both groupings share one memory layout: (B, nWh, nWw, heads, M, M, d).
+        out = out.view(B, nWh, nWw, heads, M, M, d)
+        out = out.permute(0, 1, 4, 2, 5, 3, 6).reshape(B, H, W, C)  # (B, nWh, M, nWw, M, heads, d) -> (B, H, W, C)
+        out = self.proj_dropout(self.proj(out))
+        return out, weights
+
+
+class MLP(nn.Module):
+    def __init__(self, config: SwinTinyConfig, dim: int):
+        super().__init__()
+        hidden = int(dim * config.mlp_ratio)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.fc2(self.dropout(F.gelu(self.fc1(x)))))
+
+
+class SwinBlock(GradientCheckpointingLayer):
+    """Pre-norm Swin block: x + DropPath(Attn(LN(x))), then x + DropPath(MLP(LN(x))).
+
+    `shift` > 0 makes it an SW-MSA block: the map is rolled by -shift before attention and back after.
+    """
+
+    def __init__(self, config: SwinTinyConfig, dim: int, num_heads: int, window: int, shift: int, drop_path: float):
+        super().__init__()
+        self.shift = shift
+        self.norm1 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.attention = WindowAttention(config, dim, num_heads, window)
+        self.norm2 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+        self.mlp = MLP(config, dim)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(
+        self, hidden_states: torch.Tensor, shift_mask: torch.Tensor | None = None, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """hidden_states: (B, H, W, C) -> (B, H, W, C)."""
+        x = self.norm1(hidden_states)
+        if self.shift:
+            x = torch.roll(x, shifts=(-self.shift, -self.shift), dims=(1, 2))  # (B, H, W, C), cyclic shift
+            x, weights = self.attention(x, shift_mask, output_attentions)
+            x = torch.roll(x, shifts=(self.shift, self.shift), dims=(1, 2))  # undo the shift
+        else:
+            x, weights = self.attention(x, None, output_attentions)
+        hidden_states = hidden_states + self.drop_path(x)
+        hidden_states = hidden_states + self.drop_path(self.mlp(self.norm2(hidden_states)))
+        return hidden_states, weights
+
+
+class PatchMerging(nn.Module):
+    """2x downsampling: concatenate each 2x2 neighbourhood, LayerNorm(4C), Linear(4C, 2C) without bias."""
+
+    def __init__(self, config: SwinTinyConfig, dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim, eps=config.layer_norm_eps)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, C = x.shape
+        x = x.view(B, H // 2, 2, W // 2, 2, C)  # (B, H/2, row, W/2, col, C)
+        # Order (row, col) = (0,0), (1,0), (0,1), (1,1), as in the paper: column-major inside the 2x2 cell.
+        x = x.permute(0, 1, 3, 4, 2, 5).reshape(B, H // 2, W // 2, 4 * C)  # (B, H/2, W/2, 4C)
+        return self.reduction(self.norm(x))  # (B, H/2, W/2, 2C)
+
+
+class SwinStage(nn.Module):
+    """The blocks of one resolution, alternating W-MSA and SW-MSA, then an optional patch merging.
+
+    Holds the stage's shift mask (one for all its shifted blocks) as a non-persistent buffer.
+    """
+
+    def __init__(self, config: SwinTinyConfig, index: int, drop_path_rates: list[float]):
+        super().__init__()
+        dim = config.embed_dim * 2**index
+        self.resolution = config.stage_resolutions[index]
+        self.window = config.stage_windows[index]
+        self.shift = config.stage_shifts[index]
+        self.blocks = nn.ModuleList(
+            SwinBlock(
+                config,
+                dim,
+                config.num_heads[index],
+                self.window,
+                shift=self.shift if j % 2 else 0,
+                drop_path=drop_path_rates[j],
+            )
+            for j in range(config.depths[index])
+        )
+        self.downsample = PatchMerging(config, dim) if index < config.num_layers - 1 else None
+        if self.shift:
+            self.register_buffer("shift_mask", self.build_shift_mask(), persistent=False)
+        else:
+            self.shift_mask = None
+
+    def build_shift_mask(self) -> torch.Tensor:
+        return shift_attention_mask(self.resolution, self.window, self.shift)  # (nW, N, N)
+
+    def forward(
+        self, hidden_states: torch.Tensor, output_attentions: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+        """(B, H, W, C) -> stage output (B, H, W, C), downsampled (B, H/2, W/2, 2C) or the output, attentions."""
+        attentions = ()
+        for block in self.blocks:
+            hidden_states, weights = block(hidden_states, self.shift_mask, output_attentions)
+            if output_attentions:
+                attentions += (weights,)
+        stage_output = hidden_states
+        if self.downsample is not None:
+            hidden_states = self.downsample(hidden_states)
+        return stage_output, hidden_states, attentions
+
+
+class SwinTinyPreTrainedModel(PreTrainedModel):
+    config_class = SwinTinyConfig
+    base_model_prefix = "swin"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _no_split_modules = ["SwinBlock"]
+
+    @classmethod
+    def _can_set_attn_implementation(cls) -> bool:
+        # transformers guesses this from the module source; WindowAttention reads
+        # config._attn_implementation on every call, so switching at any time is safe.
+        return True
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """Truncated normal (std initializer_range) for linear/conv weights and bias tables, as in the paper.
+
+        Also rebuilds the derived buffers: `from_pretrained` builds the model on the meta device, and
+        non-persistent buffers are not in the checkpoint.
+        """
+        std = self.config.initializer_range
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            init.trunc_normal_(module.weight, std=std)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, WindowAttention):
+            init.trunc_normal_(module.relative_position_bias_table, std=std)
+            init.copy_(module.relative_position_index, relative_position_index(module.window))
+        elif isinstance(module, SwinStage) and module.shift_mask is not None:
+            init.copy_(module.shift_mask, module.build_shift_mask())
+
+
+def check_pixel_values(pixel_values: torch.Tensor, config: SwinTinyConfig) -> None:
+    """Raise a ValueError naming what was expected and what was received."""
+    if not isinstance(pixel_values, torch.Tensor):
+        raise ValueError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}.")
+    expected = f"(batch, {config.num_channels}, {config.image_size}, {config.image_size})"
+    if pixel_values.ndim != 4:
+        raise ValueError(f"pixel_values must be 4-D {expected}, got shape {tuple(pixel_values.shape)}.")
+    if not pixel_values.is_floating_point():
+        raise ValueError(
+            f"pixel_values must be a floating-point tensor (normalised pixels), got dtype {pixel_values.dtype}; "
+            "use the model's image processor."
+        )
+    if pixel_values.shape[1] != config.num_channels:
+        raise ValueError(
+            f"pixel_values has {pixel_values.shape[1]} channels, expected {config.num_channels} "
+            f"(shape {expected}, got {tuple(pixel_values.shape)})."
+        )
+    if tuple(pixel_values.shape[2:]) != (config.image_size, config.image_size):
+        raise ValueError(
+            f"pixel_values has spatial size {tuple(pixel_values.shape[2:])}, but this model takes "
+            f"{config.image_size}x{config.image_size} (config.image_size); resize with the model's image processor."
+        )
+
+
+class SwinTinyModel(SwinTinyPreTrainedModel):
+    """Swin backbone: patch embedding, four stages, final LayerNorm and average pooling.
+
+    Outputs `BaseModelOutputWithPooling` with last_hidden_state (B, tokens, C) and pooler_output (B, C);
+    with output_hidden_states, hidden_states[0] is the patch embedding and hidden_states[i] the
+    output of stage i (before its patch merging), each (B, tokens_i, C_i); with output_attentions,
+    one (B, nW, heads, N, N) tensor of attention weights per block.
+    """
+
+    def __init__(self, config: SwinTinyConfig):
+        super().__init__(config)
+        self.embeddings = PatchEmbedding(config)
+        self.embedding_dropout = nn.Dropout(config.hidden_dropout_prob)
+        total = sum(config.depths)
+        # Block i of N gets rate * i / (N - 1): 0 for the first block, drop_path_rate for the last.
+        rates = [config.drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+        starts = [sum(config.depths[:i]) for i in range(config.num_layers)]
+        self.stages = nn.ModuleList(
+            SwinStage(config, i, rates[starts[i] : starts[i] + config.depths[i]]) for i in range(config.num_layers)
+        )
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling | tuple:
+        if kwargs:
+            raise ValueError(f"SwinTinyModel.forward got unexpected arguments {sorted(kwargs)}.")
+        check_pixel_values(pixel_values, self.config)
+        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+
+        x = self.embedding_dropout(self.embeddings(pixel_values))  # (B, H/p, W/p, D)
+        hidden_states = (x.flatten(1, 2),) if output_hidden_states else None
+        attentions = () if output_attentions else None
+        for stage in self.stages:
+            stage_output, x, stage_attentions = stage(x, output_attentions)
+            if output_hidden_states:
+                hidden_states += (stage_output.flatten(1, 2),)  # (B, H_i*W_i, C_i)
+            if output_attentions:
+                attentions += stage_attentions
+        last_hidden_state = self.norm(x.flatten(1, 2))  # (B, tokens, C)
+        pooled = last_hidden_state.mean(dim=1)  # (B, C)
+        output = BaseModelOutputWithPooling(
+            last_hidden_state=last_hidden_state,
+            pooler_output=pooled,
+            hidden_states=hidden_states,
+            attentions=attentions,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: SwinTinyConfig) -> torch.Tensor:
+    """Loss for the classifier head.
+
+    - integer labels (B,): cross-entropy;
+    - float labels (B, num_labels) (soft targets, e.g. from Mixup/CutMix): soft-target cross-entropy;
+    - problem_type "multi_label_classification": BCE with logits on float (B, num_labels);
+    - problem_type "regression": mean squared error.
+
+    transformers' `ForSequenceClassificationLoss` would read float labels as multi-label and also
+    writes `problem_type` into the config; neither is wanted here.
+    """
+    num_labels = config.num_labels
+    labels = labels.to(logits.device)
+    if config.problem_type == "regression":
+        return F.mse_loss(logits.squeeze(-1) if num_labels == 1 else logits, labels.to(logits.dtype))
+    if config.problem_type == "multi_label_classification":
+        if labels.shape != logits.shape:
+            raise ValueError(f"multi-label labels must have shape {tuple(logits.shape)}, got {tuple(labels.shape)}.")
+        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+    if labels.is_floating_point():
+        if labels.shape != logits.shape:
+            raise ValueError(
+                f"soft-target labels must have shape (batch, num_labels) = {tuple(logits.shape)}, "
+                f"got {tuple(labels.shape)}."
+            )
+        return F.cross_entropy(logits.float(), labels.float())
+    if labels.shape != logits.shape[:1]:
+        raise ValueError(f"class-id labels must have shape ({logits.shape[0]},), got {tuple(labels.shape)}.")
+    if labels.numel() and (labels.min() < 0 or labels.max() >= num_labels):
+        raise ValueError(
+            f"class-id labels must lie in [0, {num_labels}), got values from {int(labels.min())} to {int(labels.max())}."
+        )
+    return F.cross_entropy(logits.float(), labels)
+
+
+class SwinTinyForImageClassification(SwinTinyPreTrainedModel):
+    """Swin backbone with a linear classifier on the pooled features; returns `ImageClassifierOutput`."""
+
+    def __init__(self, config: SwinTinyConfig):
+        super().__init__(config)
+        self.swin = SwinTinyModel(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ImageClassifierOutput | tuple:
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+        outputs = self.swin(
+            pixel_values,
+            output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
+            return_dict=True,
+            **kwargs,
+        )
+        logits = self.classifier(outputs.pooler_output)  # (B, num_labels)
+        loss = classification_loss(logits, labels, self.config) if labels is not None else None
+        output = ImageClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
+        )
+        return output if return_dict else output.to_tuple()
+
+
+def no_weight_decay_parameter_names(model: nn.Module) -> set[str]:
+    """Names of parameters that take no weight decay: biases, normalisation weights, bias tables.
+
+    The rule, not a list: every parameter with fewer than two dimensions (biases, LayerNorm weights)
+    and every relative position bias table.
+    """
+    return {
+        name
+        for name, parameter in model.named_parameters()
+        if parameter.ndim < 2 or name.endswith("relative_position_bias_table")
+    }
+
+
+__all__ = [
+    "SwinTinyPreTrainedModel",
+    "SwinTinyModel",
+    "SwinTinyForImageClassification",
+    "no_weight_decay_parameter_names",
+]

@@ -1,0 +1,229 @@
+import pytest
+import torch
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+
+from swin_tiny_hf import SwinTinyConfig, SwinTinyForImageClassification, SwinTinyModel
+from swin_tiny_hf.modeling_swin_tiny import SwinBlock
+
+from conftest import tiny_config
+
+
+def closed_form_parameter_count(config: SwinTinyConfig) -> int:
+    """Count from the architecture's definition, independently of the modules."""
+    D, p = config.embed_dim, config.patch_size
+    total = config.num_channels * D * p * p + D + (2 * D if config.patch_norm else 0)
+    for i, depth in enumerate(config.depths):
+        C, M, h = D * 2**i, config.stage_windows[i], config.num_heads[i]
+        hidden = int(C * config.mlp_ratio)
+        block = 2 * C + (3 * C * C + 3 * C) + (C * C + C) + (2 * M - 1) ** 2 * h + 2 * C + (C * hidden + hidden) + (
+            hidden * C + C
+        )
+        total += depth * block
+        if i < len(config.depths) - 1:
+            total += 2 * 4 * C + 4 * C * 2 * C
+    H = config.hidden_size
+    return total + 2 * H + H * config.num_labels + config.num_labels
+
+
+def count(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_parameter_count_of_classic_swin_t_is_the_papers():
+    config = SwinTinyConfig(image_size=224, num_heads=[3, 6, 12, 24], window_size=7, num_labels=1000)
+    model = SwinTinyForImageClassification(config)
+    assert count(model) == 28_288_354 == closed_form_parameter_count(config)
+    timm = pytest.importorskip("timm")
+    reference = timm.models.swin_transformer.SwinTransformer(
+        img_size=224, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7, num_classes=1000
+    )
+    assert count(reference) == count(model)
+
+
+def test_parameter_count_of_default_tiny_imagenet_model():
+    config = SwinTinyConfig()
+    model = SwinTinyForImageClassification(config)
+    assert count(model) == closed_form_parameter_count(config) == 27_655_172
+
+
+def test_outputs_types_shapes_and_pooling(config, pixel_values):
+    model = SwinTinyModel(config).eval()
+    out = model(pixel_values, output_hidden_states=True, output_attentions=True)
+    assert isinstance(out, BaseModelOutputWithPooling)
+    assert out.last_hidden_state.shape == (3, 4 * 4, 64)
+    torch.testing.assert_close(out.pooler_output, out.last_hidden_state.mean(dim=1))
+    assert [h.shape for h in out.hidden_states] == [(3, 256, 16), (3, 256, 16), (3, 64, 32), (3, 16, 64)]
+    # one attention map per block: (B, nW, heads, N, N); rows are distributions.
+    assert [a.shape for a in out.attentions] == [(3, 16, 1, 16, 16)] * 2 + [(3, 4, 2, 16, 16)] * 2 + [
+        (3, 1, 4, 16, 16)
+    ] * 2
+    for attention in out.attentions:
+        torch.testing.assert_close(attention.sum(-1), torch.ones(attention.shape[:-1]))
+    # the last stage's output, normalised, is last_hidden_state
+    torch.testing.assert_close(model.norm(out.hidden_states[-1]), out.last_hidden_state)
+
+    classifier = SwinTinyForImageClassification(config).eval()
+    result = classifier(pixel_values)
+    assert isinstance(result, ImageClassifierOutput) and result.loss is None
+    assert result.logits.shape == (3, 5)
+    as_tuple = classifier(pixel_values, return_dict=False)
+    torch.testing.assert_close(as_tuple[0], result.logits)
+
+
+def test_every_parameter_receives_a_gradient(config, pixel_values):
+    model = SwinTinyForImageClassification(config).train()
+    model(pixel_values, labels=torch.tensor([0, 1, 2])).loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+def test_eval_is_deterministic_and_training_is_not(config, pixel_values):
+    model = SwinTinyForImageClassification(tiny_config(drop_path_rate=0.5)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(pixel_values).logits, model(pixel_values).logits, rtol=0, atol=0)
+        model.train()
+        assert not torch.allclose(model(pixel_values).logits, model(pixel_values).logits)
+
+
+def test_drop_path_rate_rises_linearly_over_all_blocks(config):
+    model = SwinTinyModel(tiny_config(drop_path_rate=0.25))
+    rates = [m.drop_path.rate for m in model.modules() if isinstance(m, SwinBlock)]
+    assert rates == pytest.approx([0.25 * i / 5 for i in range(6)])
+    assert rates[0] == 0 and rates[-1] == pytest.approx(0.25)
+
+
+def test_blocks_alternate_shift_and_clipped_stage_does_not_shift(config):
+    model = SwinTinyModel(config)
+    shifts = [[b.shift for b in stage.blocks] for stage in model.stages]
+    assert shifts == [[0, 2], [0, 2], [0, 0]]
+    default = SwinTinyModel(SwinTinyConfig(depths=[2, 2, 2, 2], embed_dim=32, num_heads=[1, 2, 4, 8]))
+    assert [[b.shift for b in s.blocks] for s in default.stages] == [[0, 4], [0, 0], [0, 0], [0, 0]]
+
+
+def test_soft_one_hot_labels_give_the_hard_label_loss(config, pixel_values):
+    model = SwinTinyForImageClassification(config).eval()
+    hard = torch.tensor([4, 0, 2])
+    soft = torch.nn.functional.one_hot(hard, 5).float()
+    hard_loss = model(pixel_values, labels=hard).loss
+    soft_loss = model(pixel_values, labels=soft).loss
+    torch.testing.assert_close(hard_loss, soft_loss)
+    # against a closed form: -mean(log softmax at the label)
+    logits = model(pixel_values).logits
+    expected = -torch.log_softmax(logits, -1)[torch.arange(3), hard].mean()
+    torch.testing.assert_close(hard_loss, expected)
+    # a genuinely soft target: sum_k -t_k log p_k
+    target = torch.softmax(torch.randn(3, 5), -1)
+    expected_soft = -(target * torch.log_softmax(logits, -1)).sum(-1).mean()
+    torch.testing.assert_close(model(pixel_values, labels=target).loss, expected_soft)
+
+
+def test_problem_type_is_respected(pixel_values):
+    multi = SwinTinyForImageClassification(tiny_config(problem_type="multi_label_classification")).eval()
+    targets = torch.tensor([[1.0, 0, 1, 0, 0], [0, 0, 0, 0, 1], [1, 1, 1, 1, 1]])
+    logits = multi(pixel_values).logits
+    torch.testing.assert_close(
+        multi(pixel_values, labels=targets).loss, torch.nn.functional.binary_cross_entropy_with_logits(logits, targets)
+    )
+    regression = SwinTinyForImageClassification(tiny_config(num_labels=1, problem_type="regression")).eval()
+    y = torch.tensor([0.5, -1.0, 2.0])
+    torch.testing.assert_close(
+        regression(pixel_values, labels=y).loss, ((regression(pixel_values).logits.squeeze(-1) - y) ** 2).mean()
+    )
+    assert regression.config.problem_type == "regression"
+
+
+@pytest.mark.parametrize(
+    "labels, message",
+    [
+        (torch.tensor([0, 1, 5]), r"must lie in \[0, 5\)"),
+        (torch.tensor([[0], [1], [2]]), r"class-id labels must have shape \(3,\)"),
+        (torch.ones(3, 4), r"soft-target labels must have shape"),
+    ],
+)
+def test_bad_labels_raise(config, pixel_values, labels, message):
+    with pytest.raises(ValueError, match=message):
+        SwinTinyForImageClassification(config)(pixel_values, labels=labels)
+
+
+@pytest.mark.parametrize(
+    "make_input, message",
+    [
+        (lambda: torch.randn(3, 32, 32), r"must be 4-D \(batch, 3, 32, 32\), got shape \(3, 32, 32\)"),
+        (lambda: torch.randn(2, 1, 32, 32), r"has 1 channels, expected 3"),
+        (lambda: torch.randn(2, 3, 64, 64), r"spatial size \(64, 64\), but this model takes 32x32"),
+        (lambda: torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8), r"floating-point tensor.*torch.uint8"),
+        (lambda: [[1.0]], r"must be a torch.Tensor, got list"),
+    ],
+)
+def test_bad_input_raises_naming_expected_and_received(config, make_input, message):
+    model = SwinTinyForImageClassification(config)
+    with pytest.raises(ValueError, match=message):
+        model(make_input())
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(config, pixel_values):
+    labels = torch.tensor([1, 2, 3])
+    model = SwinTinyForImageClassification(tiny_config(drop_path_rate=0.3)).train()
+
+    def loss_and_grads():
+        model.zero_grad()
+        torch.manual_seed(123)  # same drop-path draws in both runs
+        loss = model(pixel_values, labels=labels).loss
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    plain_loss, plain_grads = loss_and_grads()
+    model.gradient_checkpointing_enable()
+    assert all(b.gradient_checkpointing for b in model.modules() if isinstance(b, SwinBlock))
+    checkpointed_loss, checkpointed_grads = loss_and_grads()
+    torch.testing.assert_close(checkpointed_loss, plain_loss)
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(checkpointed_grads[name], grad, msg=name)
+
+
+def test_sdpa_and_eager_agree_in_fp32(config, pixel_values):
+    model = SwinTinyForImageClassification(config).eval()
+    assert model.config._attn_implementation == "sdpa"
+    with torch.no_grad():
+        for p in model.parameters():  # non-trivial bias tables and norms
+            p.add_(torch.randn_like(p) * 0.05)
+        sdpa = model(pixel_values).logits
+        model.set_attn_implementation("eager")
+        assert model.config._attn_implementation == "eager"
+        eager = model(pixel_values).logits
+    torch.testing.assert_close(sdpa, eager, rtol=0, atol=1e-5)
+    eager_model = SwinTinyForImageClassification._from_config(config, attn_implementation="eager")
+    assert eager_model.config._attn_implementation == "eager"
+
+
+def test_sdpa_and_eager_gradients_agree(config, pixel_values):
+    torch.manual_seed(0)
+    model = SwinTinyForImageClassification(tiny_config(drop_path_rate=0.0)).train()
+    labels = torch.tensor([0, 1, 2])
+    grads = {}
+    for implementation in ("sdpa", "eager"):
+        model.set_attn_implementation(implementation)
+        model.zero_grad()
+        model(pixel_values, labels=labels).loss.backward()
+        grads[implementation] = {n: p.grad.clone() for n, p in model.named_parameters()}
+    for name in grads["sdpa"]:
+        torch.testing.assert_close(grads["sdpa"][name], grads["eager"][name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_bf16_autocast_is_finite(config, pixel_values):
+    model = SwinTinyForImageClassification(config).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(pixel_values, labels=torch.tensor([0, 1, 2]))
+    assert torch.isfinite(out.logits).all() and torch.isfinite(out.loss)
+    out.loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_torch_compile_has_no_graph_break(config, pixel_values):
+    torch._dynamo.reset()
+    model = SwinTinyForImageClassification(config).eval()
+    explanation = torch._dynamo.explain(model)(pixel_values)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(pixel_values).logits, model(pixel_values).logits)
