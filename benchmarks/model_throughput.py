@@ -1,0 +1,152 @@
+"""Model throughput on this machine: swin_tiny_hf against timm's and transformers' Swin, in one process.
+
+    python benchmarks/model_throughput.py [--batch_size 64] [--repeats 5] [--skip_224]
+
+Prints images/s for inference (no grad, eval) and for a training step (forward, backward, AdamW), the
+ratio to each reference, the parameter count, and the achieved GFLOP/s against this machine's fp32
+matmul rate. Models are timed interleaved (round-robin, best of `repeats`), so drift hits all alike.
+At 64 px the reference is timm's SwinTransformer at the same config (default attention, and fused
+attention); transformers' Swin cannot run at 64 px, so it is compared at 224 px (classic Swin-T).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from swin_tiny_hf import SwinTinyConfig, SwinTinyForImageClassification
+
+
+def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def _timed(function) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def logits_of(output):
+    return output.logits if hasattr(output, "logits") else output
+
+
+def flops(model, pixels, train: bool) -> float:
+    with FlopCounterMode(display=False) as counter:
+        if train:
+            logits_of(model(pixels)).float().logsumexp(-1).mean().backward()
+        else:
+            with torch.no_grad():
+                model(pixels)
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
+class Candidate:
+    def __init__(self, name, model, pixels, labels):
+        self.name, self.model, self.pixels, self.labels = name, model, pixels, labels
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        self.best = {"inference": float("inf"), "train": float("inf")}
+        self.parameters = sum(p.numel() for p in model.parameters())
+        self.flops = {"inference": flops(model.eval(), pixels, False), "train": flops(model.train(), pixels, True)}
+
+    def inference(self):
+        self.model.eval()
+        with torch.no_grad():
+            self.model(self.pixels)
+
+    def train_step(self):
+        self.model.train()
+        loss = torch.nn.functional.cross_entropy(logits_of(self.model(self.pixels)), self.labels)
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def measure(self):
+        self.best["inference"] = min(self.best["inference"], _timed(self.inference))
+        self.best["train"] = min(self.best["train"], _timed(self.train_step))
+
+
+def run(candidates: list[Candidate], repeats: int, machine_gflops: float, title: str) -> None:
+    for candidate in candidates:  # warm-up
+        candidate.inference()
+        candidate.train_step()
+    for _ in range(repeats):
+        for candidate in candidates:
+            candidate.measure()
+    batch = candidates[0].pixels.shape[0]
+    print(f"\n## {title} (batch {batch}, best of {repeats}, {torch.get_num_threads()} threads)")
+    print("| model | params | inference img/s | ratio | train img/s | ratio | inference GFLOP/s (% of matmul) "
+          "| train GFLOP/s (% of matmul) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    ours = candidates[0]
+    for c in candidates:
+        rates = {k: batch / v for k, v in c.best.items()}
+        ratios = {k: ours.best[k] / v for k, v in c.best.items()}  # >1: the reference is slower than ours
+        gflops = {k: c.flops[k] / c.best[k] / 1e9 for k in c.best}
+        print(f"| {c.name} | {c.parameters:,} | {rates['inference']:.1f} | ours x{1 / ratios['inference']:.2f} "
+              f"| {rates['train']:.1f} | ours x{1 / ratios['train']:.2f} "
+              f"| {gflops['inference']:.0f} ({100 * gflops['inference'] / machine_gflops:.0f}%) "
+              f"| {gflops['train']:.0f} ({100 * gflops['train'] / machine_gflops:.0f}%) |")
+    print("('ours xR': swin_tiny_hf's images/s divided by this row's; R > 1 means swin_tiny_hf is faster.)")
+
+
+def timm_swin(fused: bool, **kwargs):
+    import timm.layers
+    from timm.models.swin_transformer import SwinTransformer
+
+    timm.layers.set_fused_attn(fused, experimental=fused)
+    model = SwinTransformer(**kwargs)
+    timm.layers.set_fused_attn(False)
+    return model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch_size", type=int, default=64)
+    parser.add_argument("--batch_size_224", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip_224", action="store_true")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    machine = matmul_gflops()
+    print(f"fp32 matmul (2048^2): {machine:.0f} GFLOP/s; torch {torch.__version__}")
+
+    pixels, labels = torch.randn(args.batch_size, 3, 64, 64), torch.randint(0, 200, (args.batch_size,))
+    config = SwinTinyConfig()
+    small = dict(img_size=64, patch_size=4, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(2, 4, 8, 16),
+                 window_size=(8, 8, 4, 2), num_classes=200, drop_path_rate=0.2)
+    candidates = [
+        Candidate("swin_tiny_hf (sdpa)", SwinTinyForImageClassification(config), pixels, labels),
+        Candidate("swin_tiny_hf (eager)", SwinTinyForImageClassification._from_config(
+            config, attn_implementation="eager"), pixels, labels),
+        Candidate("timm SwinTransformer", timm_swin(False, **small), pixels, labels),
+        Candidate("timm SwinTransformer (fused attn)", timm_swin(True, **small), pixels, labels),
+    ]
+    run(candidates, args.repeats, machine, "64 px, Tiny ImageNet config (27.7M params)")
+
+    if not args.skip_224:
+        from transformers import SwinConfig, SwinForImageClassification
+
+        pixels, labels = torch.randn(args.batch_size_224, 3, 224, 224), torch.randint(0, 1000, (args.batch_size_224,))
+        classic = SwinTinyConfig(image_size=224, num_heads=[3, 6, 12, 24], window_size=7, num_labels=1000,
+                                 drop_path_rate=0.2)
+        candidates = [
+            Candidate("swin_tiny_hf (sdpa)", SwinTinyForImageClassification(classic), pixels, labels),
+            Candidate("transformers SwinForImageClassification", SwinForImageClassification(
+                SwinConfig(num_labels=1000, drop_path_rate=0.2)), pixels, labels),
+            Candidate("timm SwinTransformer (fused attn)", timm_swin(
+                True, img_size=224, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7,
+                num_classes=1000, drop_path_rate=0.2), pixels, labels),
+        ]
+        run(candidates, args.repeats, machine, "224 px, classic Swin-T (28.3M params)")
+
+
+if __name__ == "__main__":
+    main()

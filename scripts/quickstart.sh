@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Offline quick start: set up .venv if needed, then train the default Swin-T (27.7M parameters) on
+# scikit-learn's bundled handwritten digits (1,437 train / 360 validation images, upscaled to 64x64 RGB).
+# About 3 minutes on 2 CPU cores; validation top-1 reaches about 0.98. Extra flags are passed to train.py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+# accelerate launch would pin OMP_NUM_THREADS=1 on its own: give the one process every core.
+HF_HUB_OFFLINE=1 .venv/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no \
+    --dynamo_backend no --num_cpu_threads_per_process "$(nproc)" train.py \
+    --dataset_name digits --output_dir outputs/digits \
+    --num_train_epochs 6 --warmup_epochs 1 --learning_rate 1e-3 --hflip_prob 0 "$@"

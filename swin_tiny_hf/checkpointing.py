@@ -1,0 +1,83 @@
+"""Crash-safe checkpoints: written to a hidden temporary folder, then renamed into place.
+
+A checkpoint folder (`step_N` or `epoch_N`) holds accelerate's full state (model, optimizer,
+scheduler, grad scaler, every process's RNG) plus `training_state.json` (where to resume and the
+history so far) and `args.json` (the resolved configuration). A kill at any moment leaves either the
+previous complete checkpoint or the new complete one: `find_latest_checkpoint` ignores temporary
+folders and folders without `training_state.json`, which is written last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+from accelerate import Accelerator
+
+STATE_FILE = "training_state.json"
+ARGS_FILE = "args.json"
+_CHECKPOINT_NAME = re.compile(r"^(step|epoch)_(\d+)$")
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: str | os.PathLike, name: str, state: dict, args: dict) -> Path:
+    """Save the full training state to output_dir/name atomically. Call on every process."""
+    output_dir = Path(output_dir)
+    final, temporary = output_dir / name, output_dir / f".tmp-{name}"
+    if accelerator.is_main_process:
+        shutil.rmtree(temporary, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(temporary))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (temporary / ARGS_FILE).write_text(json.dumps(args, indent=2, sort_keys=True))
+        write_json_atomically(temporary / STATE_FILE, state)
+        if final.exists():
+            stale = output_dir / f".stale-{name}"
+            shutil.rmtree(stale, ignore_errors=True)
+            final.rename(stale)
+            temporary.rename(final)
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            temporary.rename(final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def write_json_atomically(path: Path, payload) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    os.replace(temporary, path)
+
+
+def find_latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The complete checkpoint with the most optimizer steps in output_dir, or None."""
+    best, best_steps = None, -1
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return None
+    for candidate in folder.iterdir():
+        if candidate.is_dir() and _CHECKPOINT_NAME.match(candidate.name) and (candidate / STATE_FILE).exists():
+            steps = json.loads((candidate / STATE_FILE).read_text())["completed_steps"]
+            if steps > best_steps:
+                best, best_steps = candidate, steps
+    return best
+
+
+def resolve_checkpoint(resume_from_checkpoint: str, output_dir: str | os.PathLike) -> Path:
+    """A path, or "latest" (the newest complete checkpoint in output_dir). Raises ValueError if there is none."""
+    if resume_from_checkpoint == "latest":
+        latest = find_latest_checkpoint(output_dir)
+        if latest is None:
+            raise ValueError(f"--resume_from_checkpoint latest: no complete checkpoint in {str(output_dir)!r}.")
+        return latest
+    path = Path(resume_from_checkpoint)
+    if not (path / STATE_FILE).exists():
+        raise ValueError(f"--resume_from_checkpoint {str(path)!r} is not a complete checkpoint (no {STATE_FILE}).")
+    return path
+
+
+def load_training_state(checkpoint: Path) -> dict:
+    return json.loads((checkpoint / STATE_FILE).read_text())

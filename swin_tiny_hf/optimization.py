@@ -1,0 +1,45 @@
+"""AdamW parameter groups and the learning-rate schedule (a pure function of the optimizer step)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .modeling_swin_tiny import no_weight_decay_parameter_names
+
+
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two AdamW groups: decay on weight matrices; none on biases, norm weights and bias tables."""
+    no_decay = no_weight_decay_parameter_names(model)
+    decay, plain = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (plain if name in no_decay else decay).append(parameter)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+
+
+def learning_rate_at(
+    step: int, base_lr: float, warmup_steps: int, total_steps: int, min_lr: float, warmup_start_factor: float = 0.01
+) -> float:
+    """Linear warmup from warmup_start_factor * base_lr to base_lr over warmup_steps, then cosine to min_lr.
+
+    `step` counts optimizer steps from 0; the last step is total_steps - 1.
+    """
+    if step < warmup_steps:
+        return base_lr * (warmup_start_factor + (1.0 - warmup_start_factor) * step / warmup_steps)
+    decay_steps = max(total_steps - 1 - warmup_steps, 1)
+    progress = min((step - warmup_steps) / decay_steps, 1.0)
+    return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def warmup_cosine_scheduler(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_lr: float, warmup_start_factor: float = 0.01
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A LambdaLR that applies `learning_rate_at`; step it once per optimizer step."""
+    base_lr = optimizer.param_groups[0]["lr"]
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: learning_rate_at(step, base_lr, warmup_steps, total_steps, min_lr, warmup_start_factor) / base_lr,
+    )

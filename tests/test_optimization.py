@@ -1,0 +1,57 @@
+
+import evaluate
+import pytest
+import torch
+
+from swin_tiny_hf import SwinTinyForImageClassification, top_k_accuracy
+from swin_tiny_hf.optimization import learning_rate_at, parameter_groups, warmup_cosine_scheduler
+
+from conftest import tiny_config
+
+
+def test_learning_rate_at_warmup_start_end_and_last_step():
+    kwargs = dict(base_lr=2.5e-4, warmup_steps=10 * 1562, total_steps=200 * 1562, min_lr=5e-6)
+    assert learning_rate_at(0, **kwargs) == pytest.approx(2.5e-6)  # 1% of the lr
+    assert learning_rate_at(5 * 1562, **kwargs) == pytest.approx(2.5e-6 + 0.5 * (2.5e-4 - 2.5e-6))
+    assert learning_rate_at(10 * 1562, **kwargs) == pytest.approx(2.5e-4)  # warmup end: the full lr
+    assert learning_rate_at(200 * 1562 - 1, **kwargs) == pytest.approx(5e-6)  # last step: the minimum
+    middle = 10 * 1562 + (200 * 1562 - 1 - 10 * 1562) // 2
+    assert learning_rate_at(middle, **kwargs) == pytest.approx((2.5e-4 + 5e-6) / 2, rel=1e-4)
+    after = [learning_rate_at(s, **kwargs) for s in range(10 * 1562, 200 * 1562, 997)]
+    assert all(a >= b for a, b in zip(after, after[1:]))
+
+
+def test_scheduler_applies_the_pure_function_every_step():
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = warmup_cosine_scheduler(optimizer, warmup_steps=3, total_steps=10, min_lr=1e-5)
+    seen = []
+    for _ in range(10):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert seen == pytest.approx([learning_rate_at(s, 1e-3, 3, 10, 1e-5) for s in range(10)])
+    assert seen[-1] == pytest.approx(1e-5) and seen[3] == pytest.approx(1e-3)
+
+
+def test_no_decay_grouping_by_rule():
+    model = SwinTinyForImageClassification(tiny_config())
+    decay_group, plain_group = parameter_groups(model, weight_decay=0.05)
+    assert decay_group["weight_decay"] == 0.05 and plain_group["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay_group["params"]}
+    plain = {names[id(p)] for p in plain_group["params"]}
+    assert decayed | plain == set(names.values()) and not decayed & plain
+    assert "swin.stages.0.blocks.0.attention.relative_position_bias_table" in plain
+    assert "swin.stages.0.blocks.0.attention.qkv.bias" in plain
+    assert "swin.stages.0.blocks.0.norm1.weight" in plain and "swin.norm.weight" in plain
+    assert "swin.embeddings.norm.weight" in plain and "classifier.bias" in plain
+    assert "swin.stages.0.downsample.norm.weight" in plain
+    assert decayed == {n for n in names.values() if n.endswith("weight") and "norm" not in n}
+    assert "swin.embeddings.projection.weight" in decayed and "classifier.weight" in decayed
+
+
+def test_top_k_accuracy_loads_offline_through_evaluate():
+    metric = evaluate.load(top_k_accuracy.__file__, keep_in_memory=True)
+    metric.add_batch(predictions=[[3, 1, 2], [0, 2, 1], [1, 0, 2]], references=[3, 2, 2])
+    assert metric.compute(top_k=(1, 3)) == {"top1_accuracy": pytest.approx(1 / 3), "top3_accuracy": 1.0}

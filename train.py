@@ -1,0 +1,489 @@
+"""Train SwinTinyForImageClassification with the Tiny ImageNet reference recipe, on accelerate.
+
+    accelerate launch train.py --output_dir outputs/tiny-imagenet          # GPUs: fp16 by default
+    python train.py --dataset_name digits --output_dir outputs/digits      # offline, CPU, minutes
+
+Flags follow transformers' run_image_classification_no_trainer.py where they overlap. Every
+SwinTinyConfig field is a flag too (--drop_path_rate, --window_size 8 8 4 2, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import evaluate
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.utils import set_seed
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import AutoImageProcessor
+
+from swin_tiny_hf import SwinTinyConfig, SwinTinyForImageClassification, make_image_processor, save_model_and_processor
+from swin_tiny_hf import top_k_accuracy
+from swin_tiny_hf.checkpointing import (
+    load_training_state,
+    resolve_checkpoint,
+    save_checkpoint,
+    write_json_atomically,
+)
+from swin_tiny_hf.collate import MixupCutmixCollator, eval_collate
+from swin_tiny_hf.data import DEFAULT_DATASET, load_image_dataset
+from swin_tiny_hf.model_card import render_model_card
+from swin_tiny_hf.optimization import parameter_groups, warmup_cosine_scheduler
+from swin_tiny_hf.transforms import EvalTransform, TrainTransform, batch_seed, reference_train_augmentation
+
+logger = logging.getLogger("train")
+MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent / "model_card.md"
+# Config fields that are flags of their own; the transformers base fields (id2label, ...) are not.
+MODEL_FIELDS = [f for f in fields(SwinTinyConfig) if f.name in SwinTinyConfig.__annotations__]
+HISTORY_TIMING_KEYS = ("images_per_second", "epoch_seconds")
+
+
+def _bool(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def _steps(value: str) -> str | int:
+    if value == "epoch":
+        return value
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    raise argparse.ArgumentTypeError(f"expected a positive number of steps or 'epoch', got {value!r}")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset_name", default=DEFAULT_DATASET,
+                      help="Hub dataset, 'digits' (bundled, offline) or a save_to_disk folder")
+    data.add_argument("--dataset_config_name", default=None)
+    data.add_argument("--train_dir", default=None, help="local image folder (one sub-folder per class)")
+    data.add_argument("--validation_dir", default=None)
+    data.add_argument("--image_column_name", default="image")
+    data.add_argument("--label_column_name", default="label")
+    data.add_argument("--validation_fraction", type=float, default=0.1,
+                      help="stratified split of train when the dataset has no validation split")
+    data.add_argument("--max_train_samples", type=int, default=None)
+    data.add_argument("--max_eval_samples", type=int, default=None)
+    data.add_argument("--dataloader_num_workers", type=int, default=None,
+                      help="default: 0 on CPU (workers would steal the cores the model's threads spin on), "
+                           "else min(8, CPU cores per local process)")
+    data.add_argument("--cache_dir", default=None)
+
+    model = parser.add_argument_group("model (any SwinTinyConfig field)")
+    model.add_argument("--model_name_or_path", default=None, help="start from a save_pretrained folder or Hub id")
+    model.add_argument("--ignore_mismatched_sizes", action="store_true",
+                       help="with --model_name_or_path: a new classifier head when the number of classes differs")
+    for field in MODEL_FIELDS:
+        kind = {"depths": int, "num_heads": int, "window_size": int}.get(field.name)
+        if kind is not None:
+            model.add_argument(f"--{field.name}", type=kind, nargs="+", default=None)
+        elif field.type in ("bool",) or isinstance(field.default, bool):
+            model.add_argument(f"--{field.name}", type=_bool, default=None)
+        else:
+            model.add_argument(f"--{field.name}", type=type(field.default), default=None)
+    model.add_argument("--attn_implementation", choices=("sdpa", "eager"), default="sdpa")
+    model.add_argument("--torch_compile", action="store_true", help="compile the model with torch.compile (inductor)")
+
+    optim = parser.add_argument_group("optimisation (reference recipe defaults)")
+    optim.add_argument("--per_device_train_batch_size", type=int, default=64)
+    optim.add_argument("--per_device_eval_batch_size", type=int, default=128)
+    optim.add_argument("--learning_rate", type=float, default=2.5e-4, help="1e-3 scaled by batch 64/256")
+    optim.add_argument("--min_learning_rate", type=float, default=5e-6)
+    optim.add_argument("--warmup_epochs", type=float, default=10)
+    optim.add_argument("--warmup_start_factor", type=float, default=0.01)
+    optim.add_argument("--weight_decay", type=float, default=0.05)
+    optim.add_argument("--adam_beta1", type=float, default=0.9)
+    optim.add_argument("--adam_beta2", type=float, default=0.999)
+    optim.add_argument("--max_grad_norm", type=float, default=3.0)
+    optim.add_argument("--num_train_epochs", type=int, default=200)
+    optim.add_argument("--max_train_steps", type=int, default=None, help="overrides --num_train_epochs")
+    optim.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    optim.add_argument("--max_nonfinite_steps", type=int, default=5,
+                       help="stop after this many consecutive steps with a non-finite loss")
+    optim.add_argument("--mixed_precision", choices=("auto", "no", "fp16", "bf16"), default="auto",
+                       help="auto: fp16 on CUDA (or what accelerate config says), fp32 on CPU")
+    optim.add_argument("--seed", type=int, default=42)
+
+    aug = parser.add_argument_group("augmentation")
+    aug.add_argument("--randaugment_magnitude", type=int, default=5)
+    aug.add_argument("--hflip_prob", type=float, default=0.5, help="0 for data that is not mirror-symmetric (digits)")
+    aug.add_argument("--mixup_alpha", type=float, default=0.4)
+    aug.add_argument("--cutmix_alpha", type=float, default=0.8)
+    aug.add_argument("--mixup_prob", type=float, default=0.3)
+    aug.add_argument("--cutmix_prob", type=float, default=0.3)
+    aug.add_argument("--label_smoothing", type=float, default=0.05)
+    aug.add_argument("--mix_off_first_epochs", type=int, default=1)
+    aug.add_argument("--mix_off_last_epochs", type=int, default=10)
+
+    out = parser.add_argument_group("outputs")
+    out.add_argument("--output_dir", required=True)
+    out.add_argument("--checkpointing_steps", type=_steps, default=None, help="N optimizer steps, or 'epoch'")
+    out.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder, or 'latest' in output_dir")
+    out.add_argument("--eval_only", action="store_true", help="evaluate --model_name_or_path and exit")
+    out.add_argument("--with_tracking", action="store_true")
+    out.add_argument("--report_to", default="tensorboard", help="accelerate tracker(s): tensorboard, wandb, all, ...")
+    out.add_argument("--push_to_hub", action="store_true")
+    out.add_argument("--hub_model_id", default=None)
+    out.add_argument("--hub_token", default=None)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = get_args_parser()
+    args = parser.parse_args(argv)
+    if args.eval_only and args.model_name_or_path is None:
+        parser.error("--eval_only needs --model_name_or_path")
+    if args.train_dir is None and args.validation_dir is not None:
+        parser.error("--validation_dir needs --train_dir")
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                 "num_train_epochs", "max_nonfinite_steps"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.learning_rate <= 0 or args.min_learning_rate < 0 or args.min_learning_rate > args.learning_rate:
+        parser.error(f"need 0 <= --min_learning_rate <= --learning_rate and a positive --learning_rate, got "
+                     f"{args.min_learning_rate} and {args.learning_rate}")
+    return args
+
+
+def model_overrides(args: argparse.Namespace) -> dict:
+    overrides = {f.name: getattr(args, f.name) for f in MODEL_FIELDS if getattr(args, f.name) is not None}
+    if len(overrides.get("window_size", ())) == 1:  # one value: every stage, as an int in the config
+        overrides["window_size"] = overrides["window_size"][0]
+    return overrides
+
+
+def build_model(args: argparse.Namespace, label_names: list[str]) -> SwinTinyForImageClassification:
+    labels = {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
+    if args.model_name_or_path:
+        return SwinTinyForImageClassification.from_pretrained(
+            args.model_name_or_path,
+            ignore_mismatched_sizes=args.ignore_mismatched_sizes,
+            attn_implementation=args.attn_implementation,
+            **labels,
+            **model_overrides(args),
+        )
+    config = SwinTinyConfig(**model_overrides(args), **labels)
+    return SwinTinyForImageClassification._from_config(config, attn_implementation=args.attn_implementation)
+
+
+def resolve_mixed_precision(requested: str) -> str:
+    if requested != "auto":
+        return requested
+    from_launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if from_launcher and from_launcher != "no":
+        return from_launcher
+    return "fp16" if torch.cuda.is_available() else "no"
+
+
+def evaluate_model(model, dataloader, accelerator: Accelerator, num_labels: int) -> dict:
+    """Validation loss (hard labels), top-1 and top-5 with `evaluate`, each sample counted once across processes."""
+    metric = evaluate.load(top_k_accuracy.__file__, keep_in_memory=True) if accelerator.is_main_process else None
+    model.eval()
+    k = min(5, num_labels)
+    total_loss, total = 0.0, 0
+    for batch in dataloader:
+        with torch.no_grad():
+            logits = model(pixel_values=batch["pixel_values"]).logits
+        losses = F.cross_entropy(logits.float(), batch["labels"], reduction="none")  # (B,)
+        top_k = logits.topk(k, dim=-1).indices  # (B, k)
+        top_k, labels, losses = accelerator.gather_for_metrics((top_k, batch["labels"], losses))
+        total_loss += losses.sum().item()
+        total += labels.numel()
+        if metric is not None:
+            metric.add_batch(predictions=top_k.tolist(), references=labels.tolist())
+    results = {"val_loss": total_loss / max(total, 1), "eval_samples": total}
+    if metric is not None:
+        scores = metric.compute(top_k=(1, k))
+        results.update(val_top1=scores["top1_accuracy"], val_top5=scores[f"top{k}_accuracy"])
+    return results
+
+
+def train_one_epoch(
+    model, optimizer, scheduler, dataloader, accelerator: Accelerator, args, progress, state: dict,
+    steps_per_epoch: int, max_train_steps: int, output_dir: Path, resolved_args: dict, epoch: int,
+) -> dict:
+    """One pass over `dataloader`; updates `state` (completed_steps, batches_into_epoch, nonfinite run)."""
+    model.train()
+    loss_sum = torch.zeros((), device=accelerator.device)
+    correct = torch.zeros((), device=accelerator.device)
+    seen = torch.zeros((), device=accelerator.device)
+    start = time.perf_counter()
+    for batch in dataloader:
+        # The model's randomness (drop path, dropout) is a function of (seed, step, micro-batch, process):
+        # creating a data-loader iterator draws from the global RNG, so on resume the saved RNG state alone
+        # would shift every later draw.
+        torch.manual_seed(batch_seed(args.seed, state["completed_steps"], [state["batches_into_epoch"],
+                                                                             accelerator.process_index], stream=2))
+        with accelerator.accumulate(model):
+            outputs = model(pixel_values=batch["pixel_values"], labels=batch["labels"])
+            loss = outputs.loss
+            # Every process must take the same branch: reduce the finiteness check.
+            finite = accelerator.reduce(torch.isfinite(loss.detach()).float(), reduction="sum").item()
+            finite = finite == accelerator.num_processes
+            if finite:
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and args.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                state["nonfinite_run"] = 0
+            else:
+                state["nonfinite_run"] += 1
+                logger.warning("non-finite loss at step %d: skipping it (%d in a row)",
+                               state["completed_steps"], state["nonfinite_run"])
+                if state["nonfinite_run"] >= args.max_nonfinite_steps:
+                    raise RuntimeError(
+                        f"{state['nonfinite_run']} consecutive steps had a non-finite loss; stopping. The last "
+                        f"complete checkpoint in {str(output_dir)!r} is kept (resume with --resume_from_checkpoint "
+                        "latest, e.g. with a lower --learning_rate)."
+                    )
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        if finite:
+            batch_size = batch["labels"].shape[0]
+            loss_sum += loss.detach().float() * batch_size
+            correct += (outputs.logits.argmax(-1) == batch["labels"].argmax(-1)).sum()
+            seen += batch_size
+        state["batches_into_epoch"] += 1
+        if accelerator.sync_gradients:
+            state["completed_steps"] += 1
+            progress.update(1)
+            if isinstance(args.checkpointing_steps, int) and state["completed_steps"] % args.checkpointing_steps == 0:
+                save_checkpoint(accelerator, output_dir, f"step_{state['completed_steps']}", state, resolved_args)
+            if state["completed_steps"] >= max_train_steps:
+                break
+    seconds = time.perf_counter() - start
+    loss_sum, correct, seen = (accelerator.reduce(t, reduction="sum") for t in (loss_sum, correct, seen))
+    return {
+        "train_loss": (loss_sum / seen.clamp(min=1)).item(),
+        "train_acc": (correct / seen.clamp(min=1)).item(),
+        "images_per_second": seen.item() / max(seconds, 1e-9),
+        "epoch_seconds": seconds,
+    }
+
+
+def save_training_curves(history: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    loss_axis.plot(epochs, [r["train_loss"] for r in history], label="train (mixed targets)")
+    loss_axis.plot(epochs, [r["val_loss"] for r in history], label="validation")
+    loss_axis.set(xlabel="epoch", ylabel="loss", title="loss")
+    accuracy_axis.plot(epochs, [r["train_acc"] for r in history], label="train")
+    accuracy_axis.plot(epochs, [r["val_top1"] for r in history], label="validation top-1")
+    accuracy_axis.plot(epochs, [r["val_top5"] for r in history], label="validation top-5")
+    accuracy_axis.set(xlabel="epoch", ylabel="accuracy", title="accuracy", ylim=(0, 1))
+    for axis in (loss_axis, accuracy_axis):
+        axis.legend()
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def save_model_folder(model, image_processor, folder: Path, args, results: dict, history: list[dict]) -> None:
+    """save_pretrained (weights, config, remote code), image processor and model card, atomically."""
+    temporary = folder.with_name(f".tmp-{folder.name}")
+    if temporary.exists():
+        import shutil
+
+        shutil.rmtree(temporary)
+    save_model_and_processor(model, temporary, image_processor)
+    recipe = {k: v for k, v in vars(args).items() if k not in ("hub_token", "output_dir")}
+    card = render_model_card(
+        model_name=args.hub_model_id or Path(args.output_dir).name,
+        dataset_name=args.dataset_name,
+        results=results,
+        recipe=recipe,
+        history=history,
+        template_path=MODEL_CARD_TEMPLATE,
+        repo_id=args.hub_model_id,
+    )
+    card.save(temporary / "README.md")
+    if folder.exists():
+        import shutil
+
+        shutil.rmtree(folder)
+    temporary.rename(folder)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=resolve_mixed_precision(args.mixed_precision),
+        log_with=args.report_to if args.with_tracking else None,
+        project_dir=str(output_dir),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        step_scheduler_with_optimizer=False,
+        dynamo_backend="inductor" if args.torch_compile else None,
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
+    logger.setLevel(logging.INFO if accelerator.is_main_process else logging.WARNING)
+    set_seed(args.seed)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+    accelerator.wait_for_everyone()
+
+    with accelerator.main_process_first():
+        dataset = load_image_dataset(
+            args.dataset_name, args.dataset_config_name, args.train_dir, args.validation_dir,
+            args.image_column_name, args.label_column_name, args.validation_fraction, args.seed, args.cache_dir,
+        )
+    if args.max_train_samples is not None:
+        dataset["train"] = dataset["train"].shuffle(seed=args.seed).select(range(args.max_train_samples))
+    if args.max_eval_samples is not None:
+        dataset["validation"] = dataset["validation"].select(range(min(args.max_eval_samples, len(dataset["validation"]))))
+    label_names = dataset["train"].features["label"].names
+
+    model = build_model(args, label_names)
+    if args.model_name_or_path and Path(args.model_name_or_path, "preprocessor_config.json").exists():
+        image_processor = AutoImageProcessor.from_pretrained(args.model_name_or_path)
+    else:
+        image_processor = make_image_processor(model.config.image_size)
+    mean, std = list(image_processor.image_mean), list(image_processor.image_std)
+
+    if args.dataloader_num_workers is None:
+        cores_per_process = (os.cpu_count() or 1) // max(accelerator.num_processes, 1)
+        args.dataloader_num_workers = 0 if accelerator.device.type == "cpu" else max(min(8, cores_per_process), 1)
+    eval_dataset = dataset["validation"].with_transform(EvalTransform(image_processor))
+    eval_dataloader = DataLoader(eval_dataset, batch_size=args.per_device_eval_batch_size, collate_fn=eval_collate,
+                                 num_workers=args.dataloader_num_workers)
+    resolved_args = {**vars(args), "hub_token": None, "mixed_precision_resolved": accelerator.mixed_precision,
+                     "num_processes": accelerator.num_processes, "model_config": model.config.to_diff_dict()}
+
+    if args.eval_only:
+        model, eval_dataloader = accelerator.prepare(model, eval_dataloader)
+        results = evaluate_model(model, eval_dataloader, accelerator, len(label_names))
+        if accelerator.is_main_process:
+            all_results = {"eval_accuracy": results["val_top1"], "eval_top5_accuracy": results["val_top5"],
+                           "eval_loss": results["val_loss"], "eval_samples": results["eval_samples"]}
+            write_json_atomically(output_dir / "all_results.json", all_results)
+            logger.info("evaluation: %s", all_results)
+            return all_results
+        return {}
+
+    train_transform = TrainTransform(
+        reference_train_augmentation(model.config.image_size, mean, std, args.randaugment_magnitude,
+                                     args.hflip_prob), args.seed
+    )
+    collator = MixupCutmixCollator(
+        len(label_names), args.mixup_alpha, args.cutmix_alpha, args.mixup_prob, args.cutmix_prob,
+        args.label_smoothing, args.seed, args.num_train_epochs, args.mix_off_first_epochs, args.mix_off_last_epochs,
+    )
+    train_dataloader = DataLoader(
+        dataset["train"].with_transform(train_transform), batch_size=args.per_device_train_batch_size, shuffle=True,
+        collate_fn=collator, num_workers=args.dataloader_num_workers, drop_last=True,
+    )
+    # Data loaders first: their per-process length sets the schedule.
+    train_dataloader, eval_dataloader = accelerator.prepare(train_dataloader, eval_dataloader)
+    steps_per_epoch = max(math.ceil(len(train_dataloader) / args.gradient_accumulation_steps), 1)
+    max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
+    num_epochs = math.ceil(max_train_steps / steps_per_epoch)
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, args.weight_decay), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+        fused=torch.cuda.is_available() or None,
+    )
+    scheduler = warmup_cosine_scheduler(
+        optimizer, round(args.warmup_epochs * steps_per_epoch), max_train_steps, args.min_learning_rate,
+        args.warmup_start_factor,
+    )
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    state = {"completed_steps": 0, "epoch": 0, "batches_into_epoch": 0, "nonfinite_run": 0, "history": [],
+             "best_top1": -1.0}
+    if args.resume_from_checkpoint:
+        checkpoint = resolve_checkpoint(args.resume_from_checkpoint, output_dir)
+        accelerator.load_state(str(checkpoint))
+        state = load_training_state(checkpoint)
+        logger.info("resumed from %s at step %d (epoch %d, batch %d)", checkpoint, state["completed_steps"],
+                    state["epoch"], state["batches_into_epoch"])
+
+    if args.with_tracking:
+        tracked = {k: v for k, v in resolved_args.items() if isinstance(v, (int, float, str, bool))}
+        accelerator.init_trackers("swin_tiny_hf", config=tracked)
+    logger.info("%d training / %d validation images, %d classes; %d epochs of %d optimizer steps; %d processes, %s",
+                len(dataset["train"]), len(dataset["validation"]), len(label_names), num_epochs, steps_per_epoch,
+                accelerator.num_processes, accelerator.mixed_precision)
+
+    progress = tqdm(range(max_train_steps), disable=not accelerator.is_local_main_process, initial=state["completed_steps"])
+    unwrapped = accelerator.unwrap_model(model)
+    train_start = time.perf_counter()
+    results = {}
+    while state["epoch"] < num_epochs and state["completed_steps"] < max_train_steps:
+        epoch = state["epoch"]
+        train_transform.set_epoch(epoch)
+        collator.set_epoch(epoch)
+        train_dataloader.set_epoch(epoch)
+        active = (accelerator.skip_first_batches(train_dataloader, state["batches_into_epoch"])
+                  if state["batches_into_epoch"] else train_dataloader)
+        train_metrics = train_one_epoch(model, optimizer, scheduler, active, accelerator, args, progress, state,
+                                        steps_per_epoch, max_train_steps, output_dir, resolved_args, epoch)
+        results = evaluate_model(model, eval_dataloader, accelerator, len(label_names))
+        state["epoch"], state["batches_into_epoch"] = epoch + 1, 0
+        if accelerator.is_main_process:
+            row = {"epoch": epoch + 1, "step": state["completed_steps"], **train_metrics,
+                   "val_loss": results["val_loss"], "val_top1": results["val_top1"], "val_top5": results["val_top5"],
+                   "lr": scheduler.get_last_lr()[0]}
+            state["history"].append(row)
+            write_json_atomically(output_dir / "history.json", state["history"])
+            logger.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in row.items()})
+            if results["val_top1"] > state["best_top1"]:
+                state["best_top1"] = results["val_top1"]
+                best = {"eval_accuracy": results["val_top1"], "eval_top5_accuracy": results["val_top5"],
+                        "eval_loss": results["val_loss"], "eval_samples": results["eval_samples"], "epoch": epoch + 1}
+                save_model_folder(unwrapped, image_processor, output_dir / "best", args, best, state["history"])
+        if args.with_tracking and accelerator.is_main_process:
+            accelerator.log(state["history"][-1], step=state["completed_steps"])
+        # everyone needs the same history in the checkpoint: the main process's is the one written
+        if args.checkpointing_steps == "epoch":
+            save_checkpoint(accelerator, output_dir, f"epoch_{epoch + 1}", state, resolved_args)
+
+    accelerator.wait_for_everyone()
+    all_results = {}
+    if accelerator.is_main_process:
+        final = state["history"][-1]
+        all_results = {"eval_accuracy": final["val_top1"], "eval_top5_accuracy": final["val_top5"],
+                       "eval_loss": final["val_loss"], "eval_samples": results.get("eval_samples"),
+                       "train_runtime": time.perf_counter() - train_start, "epoch": final["epoch"],
+                       "best_eval_accuracy": state["best_top1"]}
+        save_model_folder(unwrapped, image_processor, output_dir / "final", args, all_results, state["history"])
+        for item in (output_dir / "final").iterdir():  # the final model lives in output_dir itself
+            os.replace(item, output_dir / item.name)
+        (output_dir / "final").rmdir()
+        write_json_atomically(output_dir / "all_results.json", all_results)
+        save_training_curves(state["history"], output_dir / "training_curves.png")
+        logger.info("done: %s", json.dumps(all_results))
+        if args.push_to_hub:
+            from huggingface_hub import HfApi
+
+            api = HfApi(token=args.hub_token)
+            repo_id = api.create_repo(args.hub_model_id or output_dir.name, exist_ok=True).repo_id
+            api.upload_folder(folder_path=str(output_dir / "best"), repo_id=repo_id,
+                              commit_message=f"best model: top-1 {state['best_top1']:.4f}")
+            logger.info("pushed %s to %s", output_dir / "best", repo_id)
+    if args.with_tracking:
+        accelerator.end_training()
+    return all_results
+
+
+if __name__ == "__main__":
+    main()
