@@ -76,6 +76,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--label_column_name", default="label")
     data.add_argument("--validation_fraction", type=float, default=0.1,
                       help="stratified split of train when the dataset has no validation split")
+    data.add_argument("--validation_split_seed", type=int, default=0,
+                      help="seed of that split (and of the digits split); independent of --seed so that runs "
+                           "with different seeds are scored on the same images")
     data.add_argument("--max_train_samples", type=int, default=None)
     data.add_argument("--max_eval_samples", type=int, default=None)
     data.add_argument("--dataloader_num_workers", type=int, default=None,
@@ -218,9 +221,11 @@ def train_one_epoch(
 ) -> dict:
     """One pass over `dataloader`; updates `state` (completed_steps, batches_into_epoch, nonfinite run)."""
     model.train()
-    loss_sum = torch.zeros((), device=accelerator.device)
-    correct = torch.zeros((), device=accelerator.device)
-    seen = torch.zeros((), device=accelerator.device)
+    # Running sums of (loss * samples, correct, samples). A checkpoint stores them reduced over processes;
+    # after a resume the main process starts from them, the others from zero, so the epoch-end reduction
+    # gives the uninterrupted run's numbers.
+    start_sums = state.get("epoch_sums") if accelerator.is_main_process else None
+    sums = torch.tensor(start_sums or [0.0, 0.0, 0.0], dtype=torch.float32, device=accelerator.device)
     start = time.perf_counter()
     for batch in dataloader:
         # The model's randomness (drop path, dropout) is a function of (seed, step, micro-batch, process):
@@ -254,19 +259,21 @@ def train_one_epoch(
             optimizer.zero_grad(set_to_none=True)
         if finite:
             batch_size = batch["labels"].shape[0]
-            loss_sum += loss.detach().float() * batch_size
-            correct += (outputs.logits.argmax(-1) == batch["labels"].argmax(-1)).sum()
-            seen += batch_size
+            sums[0] += loss.detach().float() * batch_size
+            sums[1] += (outputs.logits.argmax(-1) == batch["labels"].argmax(-1)).sum()
+            sums[2] += batch_size
         state["batches_into_epoch"] += 1
         if accelerator.sync_gradients:
             state["completed_steps"] += 1
             progress.update(1)
             if isinstance(args.checkpointing_steps, int) and state["completed_steps"] % args.checkpointing_steps == 0:
+                state["epoch_sums"] = accelerator.reduce(sums.clone(), reduction="sum").tolist()
                 save_checkpoint(accelerator, output_dir, f"step_{state['completed_steps']}", state, resolved_args)
             if state["completed_steps"] >= max_train_steps:
                 break
     seconds = time.perf_counter() - start
-    loss_sum, correct, seen = (accelerator.reduce(t, reduction="sum") for t in (loss_sum, correct, seen))
+    loss_sum, correct, seen = accelerator.reduce(sums, reduction="sum").unbind(0)
+    state["epoch_sums"] = None
     return {
         "train_loss": (loss_sum / seen.clamp(min=1)).item(),
         "train_acc": (correct / seen.clamp(min=1)).item(),
@@ -346,7 +353,8 @@ def main(argv: list[str] | None = None) -> dict:
     with accelerator.main_process_first():
         dataset = load_image_dataset(
             args.dataset_name, args.dataset_config_name, args.train_dir, args.validation_dir,
-            args.image_column_name, args.label_column_name, args.validation_fraction, args.seed, args.cache_dir,
+            args.image_column_name, args.label_column_name, args.validation_fraction, args.validation_split_seed,
+            args.cache_dir,
         )
     if args.max_train_samples is not None:
         dataset["train"] = dataset["train"].shuffle(seed=args.seed).select(range(args.max_train_samples))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Offline quick start: set up .venv if needed, then train the default Swin-T (27.7M parameters) on
 # scikit-learn's bundled handwritten digits (1,437 train / 360 validation images, upscaled to 64x64 RGB).
-# About 3 minutes on 2 CPU cores; validation top-1 reaches about 0.98. Extra flags are passed to train.py.
+# About 3 minutes on 2 CPU cores; validation top-1 reaches about 0.97. Extra flags are passed to train.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

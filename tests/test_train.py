@@ -147,7 +147,7 @@ def test_two_cpu_processes_count_every_validation_sample_once(uninterrupted, tmp
 def test_tiny_imagenet_shaped_dataset_runs_end_to_end(tmp_path):
     tiny_imagenet_like(train_per_class=8, valid_per_class=4).save_to_disk(tmp_path / "tin")
     train("--dataset_name", str(tmp_path / "tin"), "--image_size", "64", "--patch_size", "4", "--embed_dim", "16",
-          "--depths", "1", "1", "--num_heads", "1", "2", "--per_device_train_batch_size", "8",
+          "--depths", "1", "1", "--num_heads", "1", "2", "--window_size", "8", "--per_device_train_batch_size", "8",
           "--num_train_epochs", "2", "--warmup_epochs", "1", "--mix_off_first_epochs", "0",
           "--mix_off_last_epochs", "0", "--checkpointing_steps", "epoch", "--dataloader_num_workers", "2",
           "--output_dir", str(tmp_path / "out"))
@@ -183,7 +183,7 @@ def test_fine_tune_a_converted_timm_checkpoint_with_a_new_head(tmp_path):
     config = json.loads((tmp_path / "fine_tuned" / "config.json").read_text())
     assert len(config["id2label"]) == 10 and config["image_size"] == 32
     weights = load_file(tmp_path / "fine_tuned" / "model.safetensors")
-    assert weights["classifier.weight"].shape == (10, 64)
+    assert weights["classifier.weight"].shape == (10, 32)  # embed 16 * 2 at the last stage
 
 
 @pytest.mark.slow
