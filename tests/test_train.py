@@ -1,6 +1,7 @@
 """train.py end to end, on CPU: tiny models on small real data, each run in a subprocess like a user's."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -199,3 +200,13 @@ def test_readme_quickstart_reaches_95_percent_on_digits(tmp_path):
     assert config["embed_dim"] == 96 and config["depths"] == [2, 2, 6, 2]  # the default Swin-T
     assert results["eval_samples"] == 360
     assert results["best_eval_accuracy"] >= 0.95, results
+
+
+def test_tracking_to_tensorboard_and_bf16_autocast_on_cpu(tmp_path):
+    train("--dataset_name", "digits", *TINY_MODEL, "--max_train_samples", "32", "--max_eval_samples", "16",
+          "--per_device_train_batch_size", "16", "--num_train_epochs", "1", "--warmup_epochs", "0",
+          "--with_tracking", "--report_to", "tensorboard", "--mixed_precision", "bf16", "--output_dir", str(tmp_path))
+    assert list(tmp_path.rglob("events.out.tfevents.*"))
+    assert "| mixed_precision | bf16 |" in (tmp_path / "best" / "README.md").read_text()
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert all(math.isfinite(history[0][k]) for k in ("train_loss", "val_loss"))
