@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -31,6 +32,7 @@ from swin_tiny_hf import SwinTinyConfig, SwinTinyForImageClassification, make_im
 from swin_tiny_hf import top_k_accuracy
 from swin_tiny_hf.checkpointing import (
     load_training_state,
+    replace_folder,
     resolve_checkpoint,
     save_checkpoint,
     write_json_atomically,
@@ -192,9 +194,13 @@ def resolve_mixed_precision(requested: str) -> str:
     return "fp16" if torch.cuda.is_available() else "no"
 
 
-def evaluate_model(model, dataloader, accelerator: Accelerator, num_labels: int) -> dict:
+def load_metric(accelerator: Accelerator):
+    """The offline top-k metric, on the main process only (the others only gather); reusable: compute() resets it."""
+    return evaluate.load(top_k_accuracy.__file__, keep_in_memory=True) if accelerator.is_main_process else None
+
+
+def evaluate_model(model, dataloader, accelerator: Accelerator, metric, num_labels: int) -> dict:
     """Validation loss (hard labels), top-1 and top-5 with `evaluate`, each sample counted once across processes."""
-    metric = evaluate.load(top_k_accuracy.__file__, keep_in_memory=True) if accelerator.is_main_process else None
     model.eval()
     k = min(5, num_labels)
     total_loss, total = 0.0, 0
@@ -215,9 +221,15 @@ def evaluate_model(model, dataloader, accelerator: Accelerator, num_labels: int)
     return results
 
 
+def results_summary(results: dict, **extra) -> dict:
+    """evaluate_model's figures under the names of all_results.json and the model card."""
+    return {"eval_accuracy": results["val_top1"], "eval_top5_accuracy": results["val_top5"],
+            "eval_loss": results["val_loss"], "eval_samples": results["eval_samples"], **extra}
+
+
 def train_one_epoch(
     model, optimizer, scheduler, dataloader, accelerator: Accelerator, args, progress, state: dict,
-    steps_per_epoch: int, max_train_steps: int, output_dir: Path, resolved_args: dict, epoch: int,
+    max_train_steps: int, output_dir: Path, resolved_args: dict,
 ) -> dict:
     """One pass over `dataloader`; updates `state` (completed_steps, batches_into_epoch, nonfinite run)."""
     model.train()
@@ -308,10 +320,7 @@ def save_training_curves(history: list[dict], path: Path) -> None:
 def save_model_folder(model, image_processor, folder: Path, args, results: dict, history: list[dict]) -> None:
     """save_pretrained (weights, config, remote code), image processor and model card, atomically."""
     temporary = folder.with_name(f".tmp-{folder.name}")
-    if temporary.exists():
-        import shutil
-
-        shutil.rmtree(temporary)
+    shutil.rmtree(temporary, ignore_errors=True)
     save_model_and_processor(model, temporary, image_processor)
     recipe = {k: v for k, v in vars(args).items() if k not in ("hub_token", "output_dir")}
     card = render_model_card(
@@ -324,11 +333,7 @@ def save_model_folder(model, image_processor, folder: Path, args, results: dict,
         repo_id=args.hub_model_id,
     )
     card.save(temporary / "README.md")
-    if folder.exists():
-        import shutil
-
-        shutil.rmtree(folder)
-    temporary.rename(folder)
+    replace_folder(temporary, folder)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -375,15 +380,15 @@ def main(argv: list[str] | None = None) -> dict:
     eval_dataset = dataset["validation"].with_transform(EvalTransform(image_processor))
     eval_dataloader = DataLoader(eval_dataset, batch_size=args.per_device_eval_batch_size, collate_fn=eval_collate,
                                  num_workers=args.dataloader_num_workers)
+    metric = load_metric(accelerator)
     resolved_args = {**vars(args), "hub_token": None, "mixed_precision_resolved": accelerator.mixed_precision,
                      "num_processes": accelerator.num_processes, "model_config": model.config.to_diff_dict()}
 
     if args.eval_only:
         model, eval_dataloader = accelerator.prepare(model, eval_dataloader)
-        results = evaluate_model(model, eval_dataloader, accelerator, len(label_names))
+        results = evaluate_model(model, eval_dataloader, accelerator, metric, len(label_names))
         if accelerator.is_main_process:
-            all_results = {"eval_accuracy": results["val_top1"], "eval_top5_accuracy": results["val_top5"],
-                           "eval_loss": results["val_loss"], "eval_samples": results["eval_samples"]}
+            all_results = results_summary(results)
             write_json_atomically(output_dir / "all_results.json", all_results)
             logger.info("evaluation: %s", all_results)
             return all_results
@@ -444,8 +449,8 @@ def main(argv: list[str] | None = None) -> dict:
         active = (accelerator.skip_first_batches(train_dataloader, state["batches_into_epoch"])
                   if state["batches_into_epoch"] else train_dataloader)
         train_metrics = train_one_epoch(model, optimizer, scheduler, active, accelerator, args, progress, state,
-                                        steps_per_epoch, max_train_steps, output_dir, resolved_args, epoch)
-        results = evaluate_model(model, eval_dataloader, accelerator, len(label_names))
+                                        max_train_steps, output_dir, resolved_args)
+        results = evaluate_model(model, eval_dataloader, accelerator, metric, len(label_names))
         state["epoch"], state["batches_into_epoch"] = epoch + 1, 0
         if accelerator.is_main_process:
             row = {"epoch": epoch + 1, "step": state["completed_steps"], **train_metrics,
@@ -456,8 +461,7 @@ def main(argv: list[str] | None = None) -> dict:
             logger.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in row.items()})
             if results["val_top1"] > state["best_top1"]:
                 state["best_top1"] = results["val_top1"]
-                best = {"eval_accuracy": results["val_top1"], "eval_top5_accuracy": results["val_top5"],
-                        "eval_loss": results["val_loss"], "eval_samples": results["eval_samples"], "epoch": epoch + 1}
+                best = results_summary(results, epoch=epoch + 1)
                 save_model_folder(unwrapped, image_processor, output_dir / "best", args, best, state["history"])
         if args.with_tracking and accelerator.is_main_process:
             accelerator.log(state["history"][-1], step=state["completed_steps"])
@@ -465,14 +469,14 @@ def main(argv: list[str] | None = None) -> dict:
         if args.checkpointing_steps == "epoch":
             save_checkpoint(accelerator, output_dir, f"epoch_{epoch + 1}", state, resolved_args)
 
+    if not results:  # resumed from a checkpoint taken after the last epoch: nothing was evaluated in this run
+        results = evaluate_model(model, eval_dataloader, accelerator, metric, len(label_names))
     accelerator.wait_for_everyone()
     all_results = {}
     if accelerator.is_main_process:
-        final = state["history"][-1]
-        all_results = {"eval_accuracy": final["val_top1"], "eval_top5_accuracy": final["val_top5"],
-                       "eval_loss": final["val_loss"], "eval_samples": results.get("eval_samples"),
-                       "train_runtime": time.perf_counter() - train_start, "epoch": final["epoch"],
-                       "best_eval_accuracy": state["best_top1"]}
+        # `results` is the last evaluation, the one recorded as the last history row.
+        all_results = results_summary(results, train_runtime=time.perf_counter() - train_start,
+                                      epoch=state["history"][-1]["epoch"], best_eval_accuracy=state["best_top1"])
         save_model_folder(unwrapped, image_processor, output_dir / "final", args, all_results, state["history"])
         for item in (output_dir / "final").iterdir():  # the final model lives in output_dir itself
             os.replace(item, output_dir / item.name)

@@ -34,16 +34,22 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str | os.PathLike, nam
     if accelerator.is_main_process:
         (temporary / ARGS_FILE).write_text(json.dumps(args, indent=2, sort_keys=True))
         write_json_atomically(temporary / STATE_FILE, state)
-        if final.exists():
-            stale = output_dir / f".stale-{name}"
-            shutil.rmtree(stale, ignore_errors=True)
-            final.rename(stale)
-            temporary.rename(final)
-            shutil.rmtree(stale, ignore_errors=True)
-        else:
-            temporary.rename(final)
+        replace_folder(temporary, final)
     accelerator.wait_for_everyone()
     return final
+
+
+def replace_folder(temporary: Path, final: Path) -> None:
+    """Move a fully written folder into place. An existing `final` is renamed aside first and removed
+    only after the new one is in place, so a kill at any point leaves a complete folder behind."""
+    if final.exists():
+        stale = final.with_name(f".stale-{final.name}")
+        shutil.rmtree(stale, ignore_errors=True)
+        final.rename(stale)
+        temporary.rename(final)
+        shutil.rmtree(stale, ignore_errors=True)
+    else:
+        temporary.rename(final)
 
 
 def write_json_atomically(path: Path, payload) -> None:

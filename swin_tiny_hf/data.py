@@ -120,9 +120,11 @@ def _standard_columns(split: Dataset, image_column: str, label_column: str) -> D
         split = split.rename_column(label_column, "label")
     if not isinstance(split.features["label"], ClassLabel):
         values = sorted(set(split["label"]))
-        split = split.cast_column("label", ClassLabel(names=[str(v) for v in values])) if all(
-            isinstance(v, str) for v in values
-        ) else split.cast_column("label", ClassLabel(num_classes=max(values) + 1))
+        if all(isinstance(v, str) for v in values):
+            label_feature = ClassLabel(names=values)
+        else:  # integer ids: keep them; out-of-range ones are caught by check_labels
+            label_feature = ClassLabel(num_classes=max(values) + 1)
+        split = split.cast_column("label", label_feature)
     if not isinstance(split.features["image"], ImageFeature):
         raise ValueError(f"column 'image' must be a datasets Image feature, got {split.features['image']}.")
     # Decode in the workers (torchvision.io on the raw bytes), not in the main process (PIL).
