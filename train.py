@@ -240,6 +240,8 @@ def train_one_epoch(
     sums = torch.tensor(start_sums or [0.0, 0.0, 0.0], dtype=torch.float32, device=accelerator.device)
     start = time.perf_counter()
     for batch in dataloader:
+        if state["completed_steps"] >= max_train_steps:  # resumed from the run's last step: only evaluation is left
+            break
         # The model's randomness (drop path, dropout) is a function of (seed, step, micro-batch, process):
         # creating a data-loader iterator draws from the global RNG, so on resume the saved RNG state alone
         # would shift every later draw.
@@ -281,8 +283,6 @@ def train_one_epoch(
             if isinstance(args.checkpointing_steps, int) and state["completed_steps"] % args.checkpointing_steps == 0:
                 state["epoch_sums"] = accelerator.reduce(sums.clone(), reduction="sum").tolist()
                 save_checkpoint(accelerator, output_dir, f"step_{state['completed_steps']}", state, resolved_args)
-            if state["completed_steps"] >= max_train_steps:
-                break
     seconds = time.perf_counter() - start
     loss_sum, correct, seen = accelerator.reduce(sums, reduction="sum").unbind(0)
     state["epoch_sums"] = None
@@ -441,7 +441,7 @@ def main(argv: list[str] | None = None) -> dict:
     unwrapped = accelerator.unwrap_model(model)
     train_start = time.perf_counter()
     results = {}
-    while state["epoch"] < num_epochs and state["completed_steps"] < max_train_steps:
+    while state["epoch"] < num_epochs:
         epoch = state["epoch"]
         train_transform.set_epoch(epoch)
         collator.set_epoch(epoch)

@@ -102,6 +102,16 @@ def test_resume_from_step_k_ends_with_the_same_weights_and_history(uninterrupted
     assert history_without_timing(tmp_path) == history_without_timing(uninterrupted)
 
 
+def test_resume_from_the_last_step_still_evaluates_the_last_epoch(uninterrupted, tmp_path):
+    # step_40 is written after the last optimizer step but before that epoch's evaluation.
+    train(*RESUME_RUN, "--output_dir", str(tmp_path), "--resume_from_checkpoint", str(uninterrupted / "step_40"))
+    assert_same_weights(uninterrupted, tmp_path)
+    assert history_without_timing(tmp_path) == history_without_timing(uninterrupted)
+    resumed, original = (json.loads((f / "all_results.json").read_text()) for f in (tmp_path, uninterrupted))
+    for key in ("eval_accuracy", "eval_top5_accuracy", "eval_loss", "eval_samples", "epoch", "best_eval_accuracy"):
+        assert resumed[key] == original[key], key
+
+
 def test_resume_after_sigkill_ends_with_the_same_weights_and_history(uninterrupted, tmp_path):
     process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *RESUME_RUN, "--output_dir", str(tmp_path)],
                                env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -155,7 +165,18 @@ def test_tiny_imagenet_shaped_dataset_runs_end_to_end(tmp_path):
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["id2label"]["0"] == "n01443537" and config["image_size"] == 64
     assert (tmp_path / "out" / "epoch_2" / "training_state.json").exists()
-    assert json.loads((tmp_path / "out" / "all_results.json").read_text())["eval_samples"] == 16
+    original = json.loads((tmp_path / "out" / "all_results.json").read_text())
+    assert original["eval_samples"] == 16
+    # resuming from the checkpoint of the last epoch has nothing left to train: it evaluates once and finishes
+    train("--dataset_name", str(tmp_path / "tin"), "--image_size", "64", "--patch_size", "4", "--embed_dim", "16",
+          "--depths", "1", "1", "--num_heads", "1", "2", "--window_size", "8", "--per_device_train_batch_size", "8",
+          "--num_train_epochs", "2", "--warmup_epochs", "1", "--mix_off_first_epochs", "0",
+          "--mix_off_last_epochs", "0", "--dataloader_num_workers", "2", "--output_dir", str(tmp_path / "again"),
+          "--resume_from_checkpoint", str(tmp_path / "out" / "epoch_2"))
+    again = json.loads((tmp_path / "again" / "all_results.json").read_text())
+    assert (again["eval_accuracy"], again["eval_samples"], again["epoch"]) == (
+        original["eval_accuracy"], 16, original["epoch"])
+    assert again["eval_loss"] == pytest.approx(original["eval_loss"], rel=1e-6)
 
 
 def test_a_misspelt_or_abbreviated_flag_is_an_error(tmp_path):
