@@ -41,7 +41,8 @@ from swin_tiny_hf.collate import MixupCutmixCollator, eval_collate
 from swin_tiny_hf.data import DEFAULT_DATASET, load_image_dataset
 from swin_tiny_hf.model_card import render_model_card
 from swin_tiny_hf.optimization import parameter_groups, warmup_cosine_scheduler
-from swin_tiny_hf.transforms import EvalTransform, TrainTransform, batch_seed, reference_train_augmentation
+from swin_tiny_hf.batch_augmentation import ReferenceTrainAugmentation
+from swin_tiny_hf.transforms import EvalTransform, TrainTransform, batch_seed
 
 logger = logging.getLogger("train")
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent / "model_card.md"
@@ -395,8 +396,8 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
 
     train_transform = TrainTransform(
-        reference_train_augmentation(model.config.image_size, mean, std, args.randaugment_magnitude,
-                                     args.hflip_prob), args.seed
+        ReferenceTrainAugmentation(model.config.image_size, mean, std, args.randaugment_magnitude, args.hflip_prob),
+        args.seed,
     )
     collator = MixupCutmixCollator(
         len(label_names), args.mixup_alpha, args.cutmix_alpha, args.mixup_prob, args.cutmix_prob,

@@ -5,7 +5,8 @@
 Both pipelines do the full per-batch work of a worker for the reference recipe: decode a 64x64 JPEG,
 RandomResizedCrop(64, (0.9, 1)), flip, RandAugment(2, 5), ColorJitter(0.2, 0.2, 0.2, 0.05),
 to float + normalise, RandomErasing(0.1), then collate with Mixup/CutMix and label smoothing.
-- ours: `TrainTransform` (torchvision.io decoding, transforms v2 on uint8 tensors) + `MixupCutmixCollator`;
+- ours: `TrainTransform` (TorchCodec decoding, the batched recipe of `batch_augmentation.py` on uint8
+  tensors, per-image parameters) + `MixupCutmixCollator`;
 - baseline: PIL decoding, torchvision.transforms (v1) on PIL images, ToTensor, and the same collator.
 Also prints how many such workers one training process needs to feed a given GPU rate.
 """
@@ -24,7 +25,11 @@ from torchvision import transforms as v1
 from swin_tiny_hf.collate import MixupCutmixCollator
 from swin_tiny_hf.image_processing import TINY_IMAGENET_MEAN as MEAN
 from swin_tiny_hf.image_processing import TINY_IMAGENET_STD as STD
-from swin_tiny_hf.transforms import TrainTransform, reference_train_augmentation
+from swin_tiny_hf.batch_augmentation import ReferenceTrainAugmentation
+from swin_tiny_hf.transforms import TrainTransform
+
+
+OURS = "ours (batched, uint8 tensors, TorchCodec)"
 
 
 def jpeg_batch(count: int, seed: int = 0) -> list[dict]:
@@ -63,7 +68,7 @@ def main() -> None:
     images = jpeg_batch(args.images)
     labels = [i % 200 for i in range(args.images)]
     collator = MixupCutmixCollator(200, off_first_epochs=0, mixup_prob=0.3, cutmix_prob=0.3)
-    ours = TrainTransform(reference_train_augmentation(64, list(MEAN), list(STD)), seed=0)
+    ours = TrainTransform(ReferenceTrainAugmentation(64, list(MEAN), list(STD)), seed=0)
     baseline = baseline_pipeline()
 
     def run_ours():
@@ -83,7 +88,7 @@ def main() -> None:
                 examples.append({"pixel_values": pixels, "labels": labels[r], "row": r})
             collator(examples)
 
-    best = {"ours (v2, uint8 tensors, torchvision.io)": float("inf"), "baseline (v1, PIL)": float("inf")}
+    best = {OURS: float("inf"), "baseline (v1, PIL)": float("inf")}
     functions = dict(zip(best, (run_ours, run_baseline)))
     for function in functions.values():
         function()
@@ -92,7 +97,7 @@ def main() -> None:
             start = time.perf_counter()
             function()
             best[name] = min(best[name], time.perf_counter() - start)
-    ours_rate = args.images / best["ours (v2, uint8 tensors, torchvision.io)"]
+    ours_rate = args.images / best[OURS]
     print(f"## Data pipeline, one core (torch threads 1), {args.images} JPEG 64x64 images, batch {args.batch_size}")
     print("| pipeline | images/s per worker | ratio |")
     print("| --- | --- | --- |")

@@ -19,8 +19,11 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import PIL.Image
+import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features
 from datasets import Image as ImageFeature
+from torchcodec.decoders import decode_image
 
 DEFAULT_DATASET = "zh-plus/tiny-imagenet"
 VALIDATION_SPLIT_NAMES = ("validation", "valid", "val", "test")
@@ -31,14 +34,13 @@ def digits_dataset(image_size: int = 64, seed: int = 0, validation_fraction: flo
 
     A stratified, seeded 80/20 split. Real images that need no download: the offline quick start.
     """
-    from PIL import Image
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     images = []
     for pixels in digits.images:  # (8, 8) floats in [0, 16]
-        gray = Image.fromarray((pixels * (255 / 16)).astype(np.uint8), mode="L")
-        images.append(gray.resize((image_size, image_size), Image.BILINEAR).convert("RGB"))
+        gray = PIL.Image.fromarray((pixels * (255 / 16)).astype(np.uint8), mode="L")
+        images.append(gray.resize((image_size, image_size), PIL.Image.BILINEAR).convert("RGB"))
     features = Features({"image": ImageFeature(), "label": ClassLabel(names=[str(d) for d in range(10)])})
     full = Dataset.from_dict({"image": images, "label": digits.target.tolist()}, features=features)
     split = full.train_test_split(test_size=validation_fraction, stratify_by_column="label", seed=seed)
@@ -127,7 +129,7 @@ def _standard_columns(split: Dataset, image_column: str, label_column: str) -> D
         split = split.cast_column("label", label_feature)
     if not isinstance(split.features["image"], ImageFeature):
         raise ValueError(f"column 'image' must be a datasets Image feature, got {split.features['image']}.")
-    # Decode in the workers (torchvision.io on the raw bytes), not in the main process (PIL).
+    # Decode in the data-loader workers (TorchCodec on the raw bytes), not in the main process (PIL).
     return split.cast_column("image", ImageFeature(decode=False))
 
 
@@ -153,9 +155,19 @@ def image_bytes(image: dict) -> bytes:
     raise ValueError("image has neither bytes nor a path")
 
 
-def decode_pil(image: dict):
-    """Decode to an RGB PIL image (for the evaluation path, which goes through the image processor)."""
-    from PIL import Image
+def decode_rgb(image: dict, split: str, row: int) -> torch.Tensor:
+    """An undecoded datasets Image value -> (3, H, W) uint8 RGB (grayscale, palette and alpha included).
 
-    with Image.open(io.BytesIO(image_bytes(image))) as opened:
-        return opened.convert("RGB")
+    TorchCodec decodes JPEG, PNG, WebP, GIF, AVIF and HEIC (torchvision's decoders are deprecated since
+    0.29); other formats (BMP, TIFF, ...) go through PIL. An image neither can read raises a ValueError
+    naming the split and row, so a bad file in a dataset of 100,000 can be found.
+    """
+    try:
+        data = image_bytes(image)
+        try:
+            return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode="RGB")
+        except (ValueError, RuntimeError):  # a format TorchCodec does not read, or data it rejects
+            with PIL.Image.open(io.BytesIO(data)) as opened:
+                return torch.from_numpy(np.array(opened.convert("RGB"))).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W)
+    except Exception as error:
+        raise ValueError(f"could not decode the image of split {split!r} row {row}: {error}") from error

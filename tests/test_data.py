@@ -7,7 +7,8 @@ from PIL import Image
 
 from swin_tiny_hf import make_image_processor
 from swin_tiny_hf.data import digits_dataset, load_image_dataset
-from swin_tiny_hf.transforms import EvalTransform, TrainTransform, reference_train_augmentation
+from swin_tiny_hf.batch_augmentation import ReferenceTrainAugmentation
+from swin_tiny_hf.transforms import EvalTransform, TrainTransform
 
 from datasets_for_tests import WORDNET_IDS, tiny_imagenet_like
 
@@ -93,7 +94,7 @@ def test_train_transform_is_seeded_per_batch_and_handles_grayscale():
         features=Features({"image": ImageFeature(decode=False), "label": ClassLabel(names=["a"]),
                            "row": data["train"].features["row"]}),
     )
-    transform = TrainTransform(reference_train_augmentation(64, MEAN, STD), seed=7)
+    transform = TrainTransform(ReferenceTrainAugmentation(64, MEAN, STD), seed=7)
     batch = _rows(data["train"], [0, 1, 2, 3])
     first = transform(batch)
     assert [p.shape for p in first["pixel_values"]] == [(3, 64, 64)] * 4
@@ -126,7 +127,7 @@ def test_undecodable_image_names_split_and_row():
     broken = Dataset.from_dict(
         {"image": [{"bytes": b"definitely not a jpeg", "path": None}] * 3, "label": [0, 0, 0]}, features=features
     ).add_column("row", [0, 1, 2])
-    transform = TrainTransform(reference_train_augmentation(64, MEAN, STD), seed=0)
+    transform = TrainTransform(ReferenceTrainAugmentation(64, MEAN, STD), seed=0)
     with pytest.raises(ValueError, match=r"could not decode the image of split 'train' row 2"):
         transform(_rows(broken, [2]))
     with pytest.raises(ValueError, match=r"could not decode the image of split 'validation' row 1"):

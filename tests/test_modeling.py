@@ -3,7 +3,7 @@ import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 
 from swin_tiny_hf import SwinTinyConfig, SwinTinyForImageClassification, SwinTinyModel
-from swin_tiny_hf.modeling_swin_tiny import SwinBlock
+from swin_tiny_hf.modeling_swin_tiny import ChannelsLastLinear, SwinBlock
 
 from conftest import tiny_config
 
@@ -173,7 +173,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(config, pixel_
         return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
     plain_loss, plain_grads = loss_and_grads()
-    model.gradient_checkpointing_enable()
+    model.activation_checkpointing_enable()
     assert all(b.gradient_checkpointing for b in model.modules() if isinstance(b, SwinBlock))
     checkpointed_loss, checkpointed_grads = loss_and_grads()
     torch.testing.assert_close(checkpointed_loss, plain_loss)
@@ -227,3 +227,48 @@ def test_torch_compile_has_no_graph_break(config, pixel_values):
     compiled = torch.compile(model, fullgraph=True, backend="eager")
     with torch.no_grad():
         torch.testing.assert_close(compiled(pixel_values).logits, model(pixel_values).logits)
+
+
+def test_channels_last_linear_is_nn_linear_forward_and_backward():
+    torch.manual_seed(0)
+    layer = ChannelsLastLinear(7, 5)
+    x = torch.randn(2, 3, 4, 7, requires_grad=True)  # (B, H, W, C), non-square map
+    out = layer(x)
+    assert out.shape == (2, 3, 4, 5) and out.is_contiguous()
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    got = (x.grad.clone(), layer.weight.grad.clone(), layer.bias.grad.clone())
+    x.grad, layer.weight.grad, layer.bias.grad = None, None, None
+    expected_out = torch.nn.functional.linear(x, layer.weight, layer.bias)
+    expected_out.backward(grad)
+    torch.testing.assert_close(out, expected_out, atol=1e-5, rtol=1e-5)
+    for g, e in zip(got, (x.grad, layer.weight.grad, layer.bias.grad)):
+        torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5)
+    flat = torch.randn(4, 7)  # 2-D input takes nn.Linear itself
+    torch.testing.assert_close(layer(flat), torch.nn.functional.linear(flat, layer.weight, layer.bias))
+    assert set(layer.state_dict()) == {"weight", "bias"}
+
+
+def test_attention_mask_is_cached_in_inference_and_never_stale(config, pixel_values):
+    torch.manual_seed(0)
+    model = SwinTinyForImageClassification(config).eval()
+    attention = model.swin.stages[0].blocks[1].attention  # a shifted block
+    with torch.no_grad():
+        first = model(pixel_values).logits
+        cached = attention._mask_cache[1]
+        assert model(pixel_values).logits.equal(first) and attention._mask_cache[1] is cached
+        for block in model.swin.stages[0].blocks:  # an in-place update must invalidate the cache
+            table = block.attention.relative_position_bias_table
+            table.add_(torch.randn_like(table))  # not a constant: softmax ignores those
+        updated = model(pixel_values).logits
+    fresh = SwinTinyForImageClassification(config).eval()
+    fresh.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(updated, fresh(pixel_values).logits, rtol=0, atol=0)
+    assert not torch.allclose(updated, first)
+    # Training rebuilds the mask so the bias tables get gradients; an inference-mode mask is never reused there.
+    with torch.inference_mode():
+        model(pixel_values)
+    model.train()
+    model(pixel_values, labels=torch.tensor([0, 1, 2])).loss.backward()
+    assert attention.relative_position_bias_table.grad.abs().sum() > 0
