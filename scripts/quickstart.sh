@@ -9,4 +9,4 @@ bash scripts/setup.sh
 HF_HUB_OFFLINE=1 .venv/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no \
     --dynamo_backend no --num_cpu_threads_per_process "$(nproc)" train.py \
     --dataset_name digits --output_dir outputs/digits \
-    --num_train_epochs 6 --warmup_epochs 1 --learning_rate 1e-3 --hflip_prob 0 "$@"
+    --num_train_epochs 8 --warmup_epochs 1 --learning_rate 1e-3 --hflip_prob 0 "$@"

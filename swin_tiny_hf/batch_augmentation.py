@@ -55,14 +55,17 @@ def _grayscale(image: torch.Tensor) -> torch.Tensor:
 
 
 def adjust_brightness_(image: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Scale every pixel of image i by factor[i], in place."""
     return _to_uint8_values(image.mul_(factor.view(-1, 1, 1, 1)))
 
 
 def adjust_contrast_(image: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Blend image i with its mean grey level, by factor[i], in place."""
     return _blend_(image, _grayscale(image).mean(dim=(-3, -2, -1), keepdim=True), factor)
 
 
 def adjust_saturation_(image: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Blend image i with its own greyscale version, by factor[i], in place."""
     return _blend_(image, _grayscale(image), factor)
 
 
@@ -125,7 +128,10 @@ class BatchColorJitter:
         return factors, order
 
     def apply_float_(self, x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
-        """Jitter float32 images holding uint8 values (B, 3, H, W); returns them in the input order."""
+        """Jitter float32 images holding uint8 values (B, 3, H, W); returns them in the input order.
+
+        `x` is consumed: its memory is reused, so keep no other reference to it.
+        """
         position = torch.arange(len(x))  # which input image each row of x holds
         spare = torch.empty_like(x)  # reordering ping-pongs between two buffers: fresh big tensors are slow
         for step in range(4):
@@ -256,6 +262,8 @@ class ReferenceTrainAugmentation:
         for name, value in (("hflip_prob", hflip_prob), ("erasing_prob", erasing_prob)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {value}.")
+        if len(mean) != 3 or len(std) != 3 or min(std) <= 0:
+            raise ValueError(f"mean and std must be 3 values each (RGB), std positive; got mean={mean}, std={std}.")
         self.crop = BatchRandomResizedCrop(image_size, scale=(0.9, 1.0))
         self.hflip_prob = hflip_prob
         self.randaugment = BatchRandAugment(num_ops=2, magnitude=randaugment_magnitude)

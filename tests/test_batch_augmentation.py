@@ -164,6 +164,8 @@ def test_reference_augmentation_draws_per_image_and_normalises():
 def test_bad_augmentation_arguments_raise():
     with pytest.raises(ValueError, match="hflip_prob must be a probability in \\[0, 1\\], got 1.5"):
         ReferenceTrainAugmentation(32, [0.5] * 3, [0.2] * 3, hflip_prob=1.5)
+    with pytest.raises(ValueError, match="mean and std must be 3 values each"):
+        ReferenceTrainAugmentation(32, [0.5] * 3, [0.2] * 4)
     with pytest.raises(ValueError, match="hue must lie in \\[0, 0.5\\], got 0.7"):
         BatchColorJitter(0.1, 0.1, 0.1, 0.7)
     with pytest.raises(ValueError, match="scale and ratio"):

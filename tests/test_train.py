@@ -231,3 +231,18 @@ def test_tracking_to_tensorboard_and_bf16_autocast_on_cpu(tmp_path):
     assert "| mixed_precision | bf16 |" in (tmp_path / "best" / "README.md").read_text()
     history = json.loads((tmp_path / "history.json").read_text())
     assert all(math.isfinite(history[0][k]) for k in ("train_loss", "val_loss"))
+
+
+def test_torch_compile_run_saves_plain_loadable_weights(tmp_path):
+    """--torch_compile trains through inductor; the saved model has the plain names and loads everywhere."""
+    train("--dataset_name", "digits", *TINY_MODEL, "--max_train_samples", "32", "--max_eval_samples", "16",
+          "--per_device_train_batch_size", "16", "--num_train_epochs", "1", "--warmup_epochs", "0",
+          "--torch_compile", "--output_dir", str(tmp_path))
+    from swin_tiny_hf import SwinTinyForImageClassification
+
+    weights = load_file(tmp_path / "model.safetensors")
+    assert not any("_orig_mod" in name for name in weights)
+    model = SwinTinyForImageClassification.from_pretrained(tmp_path)
+    assert set(weights) == set(model.state_dict())
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert math.isfinite(history[0]["train_loss"]) and math.isfinite(history[0]["val_loss"])
