@@ -4,7 +4,7 @@
 
 Prints images/s for inference (no grad, eval) and for a training step (forward, backward, AdamW), the
 ratio to each reference, the parameter count, and the achieved GFLOP/s against this machine's fp32
-matmul rate. Models are timed interleaved (round-robin, best of `repeats`), so drift hits all alike.
+matmul rate (measured through MKL and through oneDNN; the faster is the ceiling). Models are timed interleaved (round-robin, best of `repeats`), so drift hits all alike.
 At 64 px the reference is timm's SwinTransformer at the same config (default attention, and fused
 attention); transformers' Swin cannot run at 64 px, so it is compared at 224 px (classic Swin-T).
 """

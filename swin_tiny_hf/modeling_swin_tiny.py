@@ -3,6 +3,8 @@
 Layout of the feature map is channels-last, (B, H, W, C), from the patch embedding to the final
 norm. Window partition is not a separate copy: the qkv projection runs on the whole map and one
 permute both splits heads and gathers windows; one permute after attention merges them back.
+The linears that act on the map (qkv, proj, MLP, patch merging) are `ChannelsLastLinear`: plain
+`nn.Linear` parameters, run as 1x1 convolutions on CPU, where oneDNN is faster than MKL's sgemm.
 
 Module names (the state-dict layout) are listed in `convert.py`, which maps timm's and
 transformers' checkpoints onto them.
