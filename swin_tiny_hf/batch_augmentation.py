@@ -26,6 +26,13 @@ from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
 
 
+def _runs(sorted_keys: torch.Tensor) -> list[tuple[int, slice]]:
+    """(key, rows) for each run of equal values in sorted (B,) keys: the groups that share one operation."""
+    values, counts = torch.unique_consecutive(sorted_keys, return_counts=True)
+    ends = counts.cumsum(0).tolist()
+    return [(key, slice(end - count, end)) for key, count, end in zip(values.tolist(), counts.tolist(), ends)]
+
+
 # The colour adjustments take float32 images holding uint8 values (0..255) and truncate after each
 # adjustment, which is what torchvision's uint8 kernels do when they convert back (`.to(torch.uint8)`).
 # Staying in float saves a uint8 <-> float conversion per adjustment, and they work in place on
@@ -139,12 +146,9 @@ class BatchColorJitter:
             keys = order[position, step]
             rows = torch.argsort(keys, stable=True)
             x, spare = torch.index_select(x, 0, rows, out=spare), x
-            position, keys = position[rows], keys[rows]
-            start = 0
-            for adjustment_id, count in zip(*(t.tolist() for t in torch.unique_consecutive(keys, return_counts=True))):
-                self.ADJUSTMENTS[adjustment_id](x[start : start + count], factors[position[start : start + count],
-                                                                                 adjustment_id])
-                start += count
+            position = position[rows]
+            for adjustment_id, group in _runs(keys[rows]):
+                self.ADJUSTMENTS[adjustment_id](x[group], factors[position[group], adjustment_id])
         return torch.index_select(x, 0, position.argsort(), out=spare)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
@@ -165,6 +169,7 @@ class BatchRandAugment:
                  interpolation: InterpolationMode = InterpolationMode.NEAREST, fill=None):
         self.policy = v2.RandAugment(num_ops, magnitude, num_magnitude_bins, interpolation, fill)  # validates
         self.names = list(self.policy._AUGMENTATION_SPACE)
+        self.signed = torch.tensor([self.policy._AUGMENTATION_SPACE[name][1] for name in self.names])
 
     def magnitude(self, name: str, height: int, width: int) -> float:
         magnitudes_of, _ = self.policy._AUGMENTATION_SPACE[name]
@@ -179,23 +184,21 @@ class BatchRandAugment:
 
     def apply(self, images: torch.Tensor, operations: torch.Tensor, negate: torch.Tensor) -> torch.Tensor:
         height, width = images.shape[-2:]
-        signed = torch.tensor([self.policy._AUGMENTATION_SPACE[name][1] for name in self.names])
         position = torch.arange(len(images))  # which input image each row of x holds
         x, spare = images, torch.empty_like(images)  # reorders ping-pong between two buffers; never into `images`
         for round_ in range(operations.shape[1]):
             # Sort the rows by (operation, sign) so that each group is one contiguous slice.
-            keys = operations[position, round_] * 2 + (negate[position, round_] & signed[operations[position, round_]])
+            chosen = operations[position, round_]
+            keys = chosen * 2 + (negate[position, round_] & self.signed[chosen])
             order = torch.argsort(keys, stable=True)
             x, spare = torch.index_select(x, 0, order, out=spare), (x if round_ else torch.empty_like(images))
-            position, keys = position[order], keys[order]
-            start = 0
-            for key, count in zip(*(t.tolist() for t in torch.unique_consecutive(keys, return_counts=True))):
+            position = position[order]
+            for key, group in _runs(keys[order]):
                 name, sign = self.names[key // 2], -1.0 if key % 2 else 1.0
-                x[start : start + count] = self.policy._apply_image_or_video_transform(
-                    x[start : start + count], name, sign * self.magnitude(name, height, width),
+                x[group] = self.policy._apply_image_or_video_transform(
+                    x[group], name, sign * self.magnitude(name, height, width),
                     self.policy.interpolation, self.policy._fill,
                 )
-                start += count
         return torch.index_select(x, 0, position.argsort(), out=spare)  # back to the input order
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:

@@ -97,9 +97,8 @@ def test_rand_augment_is_torchvisions_operation_per_image():
             magnitude = augment.magnitude(name, 32, 32)
             if augment.policy._AUGMENTATION_SPACE[name][1] and negative:
                 magnitude = -magnitude
-            image = F.to_image(image)
             image = augment.policy._apply_image_or_video_transform(
-                image.as_subclass(torch.Tensor), name, magnitude, augment.policy.interpolation, augment.policy._fill)
+                image, name, magnitude, augment.policy.interpolation, augment.policy._fill)
         reference.append(image)
     assert_uint8_close(batched, torch.stack(reference), max_mismatch=0.0)
     assert not torch.equal(batched, images)
