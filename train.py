@@ -16,7 +16,8 @@ import math
 import os
 import shutil
 import time
-from dataclasses import fields
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import evaluate
@@ -24,31 +25,32 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import set_seed
+from datasets import Dataset, DatasetDict
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import AutoImageProcessor
+from transformers import AutoImageProcessor, BaseImageProcessor
 
 from swin_tiny_hf import SwinTinyConfig, SwinTinyForImageClassification, make_image_processor, save_model_and_processor
-from swin_tiny_hf import top_k_accuracy
-from swin_tiny_hf.checkpointing import (
+from swin_tiny_hf.training import top_k_accuracy
+from swin_tiny_hf.training.batch_augmentation import ReferenceTrainAugmentation
+from swin_tiny_hf.training.checkpointing import (
     load_training_state,
     replace_folder,
     resolve_checkpoint,
     save_checkpoint,
     write_json_atomically,
 )
-from swin_tiny_hf.collate import MixupCutmixCollator, eval_collate
-from swin_tiny_hf.data import DEFAULT_DATASET, load_image_dataset
-from swin_tiny_hf.model_card import render_model_card
-from swin_tiny_hf.optimization import parameter_groups, warmup_cosine_scheduler
-from swin_tiny_hf.batch_augmentation import ReferenceTrainAugmentation
-from swin_tiny_hf.transforms import EvalTransform, TrainTransform, batch_seed
+from swin_tiny_hf.training.collate import MixupCutmixCollator, eval_collate
+from swin_tiny_hf.training.data import DEFAULT_DATASET, load_image_dataset
+from swin_tiny_hf.training.model_card import render_model_card
+from swin_tiny_hf.training.optimization import parameter_groups, warmup_cosine_scheduler
+from swin_tiny_hf.training.seeding import batch_seed
+from swin_tiny_hf.training.transforms import EvalTransform, TrainTransform
 
 logger = logging.getLogger("train")
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent / "model_card.md"
 # Config fields that are flags of their own; the transformers base fields (id2label, ...) are not.
 MODEL_FIELDS = [f for f in fields(SwinTinyConfig) if f.name in SwinTinyConfig.__annotations__]
-HISTORY_TIMING_KEYS = ("images_per_second", "epoch_seconds")
 
 
 def _bool(value: str) -> bool:
@@ -70,29 +72,47 @@ def _steps(value: str) -> str | int:
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     data = parser.add_argument_group("data")
-    data.add_argument("--dataset_name", default=DEFAULT_DATASET,
-                      help="Hub dataset, 'digits' (bundled, offline) or a save_to_disk folder")
+    data.add_argument(
+        "--dataset_name",
+        default=DEFAULT_DATASET,
+        help="Hub dataset, 'digits' (bundled, offline) or a save_to_disk folder",
+    )
     data.add_argument("--dataset_config_name", default=None)
     data.add_argument("--train_dir", default=None, help="local image folder (one sub-folder per class)")
     data.add_argument("--validation_dir", default=None)
     data.add_argument("--image_column_name", default="image")
     data.add_argument("--label_column_name", default="label")
-    data.add_argument("--validation_fraction", type=float, default=0.1,
-                      help="stratified split of train when the dataset has no validation split")
-    data.add_argument("--validation_split_seed", type=int, default=0,
-                      help="seed of that split (and of the digits split); independent of --seed so that runs "
-                           "with different seeds are scored on the same images")
+    data.add_argument(
+        "--validation_fraction",
+        type=float,
+        default=0.1,
+        help="stratified split of train when the dataset has no validation split",
+    )
+    data.add_argument(
+        "--validation_split_seed",
+        type=int,
+        default=0,
+        help="seed of that split (and of the digits split); independent of --seed so that runs "
+        "with different seeds are scored on the same images",
+    )
     data.add_argument("--max_train_samples", type=int, default=None)
     data.add_argument("--max_eval_samples", type=int, default=None)
-    data.add_argument("--dataloader_num_workers", type=int, default=None,
-                      help="default: 0 on CPU (workers would steal the cores the model's threads spin on), "
-                           "else min(8, CPU cores per local process)")
+    data.add_argument(
+        "--dataloader_num_workers",
+        type=int,
+        default=None,
+        help="default: 0 on CPU (workers would steal the cores the model's threads spin on), "
+        "else min(8, CPU cores per local process)",
+    )
     data.add_argument("--cache_dir", default=None)
 
     model = parser.add_argument_group("model (any SwinTinyConfig field)")
     model.add_argument("--model_name_or_path", default=None, help="start from a save_pretrained folder or Hub id")
-    model.add_argument("--ignore_mismatched_sizes", action="store_true",
-                       help="with --model_name_or_path: a new classifier head when the number of classes differs")
+    model.add_argument(
+        "--ignore_mismatched_sizes",
+        action="store_true",
+        help="with --model_name_or_path: a new classifier head when the number of classes differs",
+    )
     for field in MODEL_FIELDS:
         kind = {"depths": int, "num_heads": int, "window_size": int}.get(field.name)
         if kind is not None:
@@ -118,10 +138,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     optim.add_argument("--num_train_epochs", type=int, default=200)
     optim.add_argument("--max_train_steps", type=int, default=None, help="overrides --num_train_epochs")
     optim.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    optim.add_argument("--max_nonfinite_steps", type=int, default=5,
-                       help="stop after this many consecutive steps with a non-finite loss")
-    optim.add_argument("--mixed_precision", choices=("auto", "no", "fp16", "bf16"), default="auto",
-                       help="auto: fp16 on CUDA (or what accelerate config says), fp32 on CPU")
+    optim.add_argument(
+        "--max_nonfinite_steps",
+        type=int,
+        default=5,
+        help="stop after this many consecutive steps with a non-finite loss",
+    )
+    optim.add_argument(
+        "--mixed_precision",
+        choices=("auto", "no", "fp16", "bf16"),
+        default="auto",
+        help="auto: fp16 on CUDA (or what accelerate config says), fp32 on CPU",
+    )
     optim.add_argument("--seed", type=int, default=42)
 
     aug = parser.add_argument_group("augmentation")
@@ -155,13 +183,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--eval_only needs --model_name_or_path")
     if args.train_dir is None and args.validation_dir is not None:
         parser.error("--validation_dir needs --train_dir")
-    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                 "num_train_epochs", "max_nonfinite_steps"):
+    for name in (
+        "per_device_train_batch_size",
+        "per_device_eval_batch_size",
+        "gradient_accumulation_steps",
+        "num_train_epochs",
+        "max_nonfinite_steps",
+    ):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.learning_rate <= 0 or args.min_learning_rate < 0 or args.min_learning_rate > args.learning_rate:
-        parser.error(f"need 0 <= --min_learning_rate <= --learning_rate and a positive --learning_rate, got "
-                     f"{args.min_learning_rate} and {args.learning_rate}")
+        parser.error(
+            f"need 0 <= --min_learning_rate <= --learning_rate and a positive --learning_rate, got "
+            f"{args.min_learning_rate} and {args.learning_rate}"
+        )
     return args
 
 
@@ -224,13 +259,27 @@ def evaluate_model(model, dataloader, accelerator: Accelerator, metric, num_labe
 
 def results_summary(results: dict, **extra) -> dict:
     """evaluate_model's figures under the names of all_results.json and the model card."""
-    return {"eval_accuracy": results["val_top1"], "eval_top5_accuracy": results["val_top5"],
-            "eval_loss": results["val_loss"], "eval_samples": results["eval_samples"], **extra}
+    return {
+        "eval_accuracy": results["val_top1"],
+        "eval_top5_accuracy": results["val_top5"],
+        "eval_loss": results["val_loss"],
+        "eval_samples": results["eval_samples"],
+        **extra,
+    }
 
 
 def train_one_epoch(
-    model, optimizer, scheduler, dataloader, accelerator: Accelerator, args, progress, state: dict,
-    max_train_steps: int, output_dir: Path, resolved_args: dict,
+    model,
+    optimizer,
+    scheduler,
+    dataloader,
+    accelerator: Accelerator,
+    args,
+    progress,
+    state: dict,
+    max_train_steps: int,
+    output_dir: Path,
+    resolved_args: dict,
 ) -> dict:
     """One pass over `dataloader`; updates `state` (completed_steps, batches_into_epoch, nonfinite run)."""
     model.train()
@@ -246,8 +295,11 @@ def train_one_epoch(
         # The model's randomness (drop path, dropout) is a function of (seed, step, micro-batch, process):
         # creating a data-loader iterator draws from the global RNG, so on resume the saved RNG state alone
         # would shift every later draw.
-        torch.manual_seed(batch_seed(args.seed, state["completed_steps"], [state["batches_into_epoch"],
-                                                                             accelerator.process_index], stream=2))
+        torch.manual_seed(
+            batch_seed(
+                args.seed, state["completed_steps"], [state["batches_into_epoch"], accelerator.process_index], stream=2
+            )
+        )
         with accelerator.accumulate(model):
             outputs = model(pixel_values=batch["pixel_values"], labels=batch["labels"])
             loss = outputs.loss
@@ -262,8 +314,11 @@ def train_one_epoch(
                 state["nonfinite_run"] = 0
             else:
                 state["nonfinite_run"] += 1
-                logger.warning("non-finite loss at step %d: skipping it (%d in a row)",
-                               state["completed_steps"], state["nonfinite_run"])
+                logger.warning(
+                    "non-finite loss at step %d: skipping it (%d in a row)",
+                    state["completed_steps"],
+                    state["nonfinite_run"],
+                )
                 if state["nonfinite_run"] >= args.max_nonfinite_steps:
                     raise RuntimeError(
                         f"{state['nonfinite_run']} consecutive steps had a non-finite loss; stopping. The last "
@@ -337,14 +392,41 @@ def save_model_folder(model, image_processor, folder: Path, args, results: dict,
     replace_folder(temporary, folder)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    output_dir = Path(args.output_dir)
+# ------------------------------------------------------------------------------------------ phases of main
+@dataclass
+class TrainingData:
+    """What the epoch loop iterates: the two loaders, and the epoch-aware transform and collator."""
+
+    train_dataloader: DataLoader
+    eval_dataloader: DataLoader
+    train_transform: TrainTransform
+    collator: MixupCutmixCollator
+    num_labels: int
+
+    def set_epoch(self, epoch: int) -> None:
+        """Augmentation, mixing and shuffling are functions of the epoch (and of the seed), for exact resume."""
+        self.train_transform.set_epoch(epoch)
+        self.collator.set_epoch(epoch)
+        self.train_dataloader.set_epoch(epoch)
+
+
+@dataclass
+class Schedule:
+    steps_per_epoch: int  # optimizer steps
+    max_train_steps: int
+
+    @property
+    def num_epochs(self) -> int:
+        return math.ceil(self.max_train_steps / self.steps_per_epoch)
+
+
+def setup(args: argparse.Namespace) -> Accelerator:
+    """The accelerator (processes, device, precision, trackers), logging, the global seed and the output folder."""
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=resolve_mixed_precision(args.mixed_precision),
         log_with=args.report_to if args.with_tracking else None,
-        project_dir=str(output_dir),
+        project_dir=args.output_dir,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
         step_scheduler_with_optimizer=False,
         dynamo_backend="inductor" if args.torch_compile else None,
@@ -353,146 +435,296 @@ def main(argv: list[str] | None = None) -> dict:
     logger.setLevel(logging.INFO if accelerator.is_main_process else logging.WARNING)
     set_seed(args.seed)
     if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
     accelerator.wait_for_everyone()
+    if args.dataloader_num_workers is None:
+        cores_per_process = (os.cpu_count() or 1) // max(accelerator.num_processes, 1)
+        args.dataloader_num_workers = 0 if accelerator.device.type == "cpu" else max(min(8, cores_per_process), 1)
+    return accelerator
 
+
+def load_data(args: argparse.Namespace, accelerator: Accelerator) -> DatasetDict:
+    """The "train" and "validation" splits, cut to --max_train_samples / --max_eval_samples."""
     with accelerator.main_process_first():
         dataset = load_image_dataset(
-            args.dataset_name, args.dataset_config_name, args.train_dir, args.validation_dir,
-            args.image_column_name, args.label_column_name, args.validation_fraction, args.validation_split_seed,
+            args.dataset_name,
+            args.dataset_config_name,
+            args.train_dir,
+            args.validation_dir,
+            args.image_column_name,
+            args.label_column_name,
+            args.validation_fraction,
+            args.validation_split_seed,
             args.cache_dir,
         )
     if args.max_train_samples is not None:
         dataset["train"] = dataset["train"].shuffle(seed=args.seed).select(range(args.max_train_samples))
     if args.max_eval_samples is not None:
-        dataset["validation"] = dataset["validation"].select(range(min(args.max_eval_samples, len(dataset["validation"]))))
-    label_names = dataset["train"].features["label"].names
+        kept = min(args.max_eval_samples, len(dataset["validation"]))
+        dataset["validation"] = dataset["validation"].select(range(kept))
+    return dataset
 
-    model = build_model(args, label_names)
+
+def load_image_processor(args: argparse.Namespace, image_size: int) -> BaseImageProcessor:
+    """The starting checkpoint's image processor if it has one, else the Tiny ImageNet one at image_size."""
     if args.model_name_or_path and Path(args.model_name_or_path, "preprocessor_config.json").exists():
-        image_processor = AutoImageProcessor.from_pretrained(args.model_name_or_path)
-    else:
-        image_processor = make_image_processor(model.config.image_size)
-    mean, std = list(image_processor.image_mean), list(image_processor.image_std)
+        return AutoImageProcessor.from_pretrained(args.model_name_or_path)
+    return make_image_processor(image_size)
 
-    if args.dataloader_num_workers is None:
-        cores_per_process = (os.cpu_count() or 1) // max(accelerator.num_processes, 1)
-        args.dataloader_num_workers = 0 if accelerator.device.type == "cpu" else max(min(8, cores_per_process), 1)
-    eval_dataset = dataset["validation"].with_transform(EvalTransform(image_processor))
-    eval_dataloader = DataLoader(eval_dataset, batch_size=args.per_device_eval_batch_size, collate_fn=eval_collate,
-                                 num_workers=args.dataloader_num_workers)
-    metric = load_metric(accelerator)
-    resolved_args = {**vars(args), "hub_token": None, "mixed_precision_resolved": accelerator.mixed_precision,
-                     "num_processes": accelerator.num_processes, "model_config": model.config.to_diff_dict()}
 
-    if args.eval_only:
-        model, eval_dataloader = accelerator.prepare(model, eval_dataloader)
-        results = evaluate_model(model, eval_dataloader, accelerator, metric, len(label_names))
-        if accelerator.is_main_process:
-            all_results = results_summary(results)
-            write_json_atomically(output_dir / "all_results.json", all_results)
-            logger.info("evaluation: %s", all_results)
-            return all_results
-        return {}
-
-    train_transform = TrainTransform(
-        ReferenceTrainAugmentation(model.config.image_size, mean, std, args.randaugment_magnitude, args.hflip_prob),
-        args.seed,
+def build_eval_dataloader(args: argparse.Namespace, split: Dataset, image_processor: BaseImageProcessor) -> DataLoader:
+    return DataLoader(
+        split.with_transform(EvalTransform(image_processor)),
+        batch_size=args.per_device_eval_batch_size,
+        collate_fn=eval_collate,
+        num_workers=args.dataloader_num_workers,
     )
+
+
+def build_training_data(
+    args: argparse.Namespace, dataset: DatasetDict, image_size: int, image_processor: BaseImageProcessor
+) -> TrainingData:
+    """Both loaders, with the reference augmentation and the Mixup/CutMix collator on the training split."""
+    num_labels = dataset["train"].features["label"].num_classes
+    augmentation = ReferenceTrainAugmentation(
+        image_size,
+        list(image_processor.image_mean),
+        list(image_processor.image_std),
+        args.randaugment_magnitude,
+        args.hflip_prob,
+    )
+    train_transform = TrainTransform(augmentation, args.seed)
     collator = MixupCutmixCollator(
-        len(label_names), args.mixup_alpha, args.cutmix_alpha, args.mixup_prob, args.cutmix_prob,
-        args.label_smoothing, args.seed, args.num_train_epochs, args.mix_off_first_epochs, args.mix_off_last_epochs,
+        num_labels,
+        args.mixup_alpha,
+        args.cutmix_alpha,
+        args.mixup_prob,
+        args.cutmix_prob,
+        args.label_smoothing,
+        args.seed,
+        args.num_train_epochs,
+        args.mix_off_first_epochs,
+        args.mix_off_last_epochs,
     )
     train_dataloader = DataLoader(
-        dataset["train"].with_transform(train_transform), batch_size=args.per_device_train_batch_size, shuffle=True,
-        collate_fn=collator, num_workers=args.dataloader_num_workers, drop_last=True,
+        dataset["train"].with_transform(train_transform),
+        batch_size=args.per_device_train_batch_size,
+        shuffle=True,
+        collate_fn=collator,
+        num_workers=args.dataloader_num_workers,
+        drop_last=True,
     )
-    # Data loaders first: their per-process length sets the schedule.
-    train_dataloader, eval_dataloader = accelerator.prepare(train_dataloader, eval_dataloader)
-    steps_per_epoch = max(math.ceil(len(train_dataloader) / args.gradient_accumulation_steps), 1)
-    max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
-    num_epochs = math.ceil(max_train_steps / steps_per_epoch)
+    eval_dataloader = build_eval_dataloader(args, dataset["validation"], image_processor)
+    return TrainingData(train_dataloader, eval_dataloader, train_transform, collator, num_labels)
+
+
+def build_optimizer_and_scheduler(
+    args: argparse.Namespace, model, schedule: Schedule
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
     optimizer = torch.optim.AdamW(
-        parameter_groups(model, args.weight_decay), lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+        parameter_groups(model, args.weight_decay),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
         fused=torch.cuda.is_available() or None,
     )
     scheduler = warmup_cosine_scheduler(
-        optimizer, round(args.warmup_epochs * steps_per_epoch), max_train_steps, args.min_learning_rate,
+        optimizer,
+        round(args.warmup_epochs * schedule.steps_per_epoch),
+        schedule.max_train_steps,
+        args.min_learning_rate,
         args.warmup_start_factor,
     )
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    return optimizer, scheduler
 
-    state = {"completed_steps": 0, "epoch": 0, "batches_into_epoch": 0, "nonfinite_run": 0, "history": [],
-             "best_top1": -1.0}
-    if args.resume_from_checkpoint:
-        checkpoint = resolve_checkpoint(args.resume_from_checkpoint, output_dir)
-        accelerator.load_state(str(checkpoint))
-        state = load_training_state(checkpoint)
-        logger.info("resumed from %s at step %d (epoch %d, batch %d)", checkpoint, state["completed_steps"],
-                    state["epoch"], state["batches_into_epoch"])
 
-    if args.with_tracking:
-        tracked = {k: v for k, v in resolved_args.items() if isinstance(v, (int, float, str, bool))}
-        accelerator.init_trackers("swin_tiny_hf", config=tracked)
-    logger.info("%d training / %d validation images, %d classes; %d epochs of %d optimizer steps; %d processes, %s",
-                len(dataset["train"]), len(dataset["validation"]), len(label_names), num_epochs, steps_per_epoch,
-                accelerator.num_processes, accelerator.mixed_precision)
+def initial_state(args: argparse.Namespace, accelerator: Accelerator) -> dict:
+    """A fresh run's state, or the state of --resume_from_checkpoint after loading its full accelerate state."""
+    if not args.resume_from_checkpoint:
+        return {
+            "completed_steps": 0,
+            "epoch": 0,
+            "batches_into_epoch": 0,
+            "nonfinite_run": 0,
+            "history": [],
+            "best_top1": -1.0,
+        }
+    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    accelerator.load_state(str(checkpoint))
+    state = load_training_state(checkpoint)
+    logger.info(
+        "resumed from %s at step %d (epoch %d, batch %d)",
+        checkpoint,
+        state["completed_steps"],
+        state["epoch"],
+        state["batches_into_epoch"],
+    )
+    return state
 
-    progress = tqdm(range(max_train_steps), disable=not accelerator.is_local_main_process, initial=state["completed_steps"])
-    unwrapped = accelerator.unwrap_model(model)
-    train_start = time.perf_counter()
+
+def run_epochs(
+    model,
+    optimizer,
+    scheduler,
+    data: TrainingData,
+    schedule: Schedule,
+    accelerator: Accelerator,
+    args: argparse.Namespace,
+    state: dict,
+    metric,
+    save_best: Callable[[dict, list[dict]], None],
+    resolved_args: dict,
+) -> dict:
+    """The epoch loop: train, evaluate, record the history, keep the best model, checkpoint.
+
+    Returns the last evaluation (the one recorded in the last history row)."""
+    output_dir = Path(args.output_dir)
+    progress = tqdm(
+        range(schedule.max_train_steps),
+        disable=not accelerator.is_local_main_process,
+        initial=state["completed_steps"],
+    )
     results = {}
-    while state["epoch"] < num_epochs:
+    while state["epoch"] < schedule.num_epochs:
         epoch = state["epoch"]
-        train_transform.set_epoch(epoch)
-        collator.set_epoch(epoch)
-        train_dataloader.set_epoch(epoch)
-        active = (accelerator.skip_first_batches(train_dataloader, state["batches_into_epoch"])
-                  if state["batches_into_epoch"] else train_dataloader)
-        train_metrics = train_one_epoch(model, optimizer, scheduler, active, accelerator, args, progress, state,
-                                        max_train_steps, output_dir, resolved_args)
-        results = evaluate_model(model, eval_dataloader, accelerator, metric, len(label_names))
+        data.set_epoch(epoch)
+        train_dataloader = data.train_dataloader
+        if state["batches_into_epoch"]:
+            train_dataloader = accelerator.skip_first_batches(train_dataloader, state["batches_into_epoch"])
+        train_metrics = train_one_epoch(
+            model,
+            optimizer,
+            scheduler,
+            train_dataloader,
+            accelerator,
+            args,
+            progress,
+            state,
+            schedule.max_train_steps,
+            output_dir,
+            resolved_args,
+        )
+        results = evaluate_model(model, data.eval_dataloader, accelerator, metric, data.num_labels)
         state["epoch"], state["batches_into_epoch"] = epoch + 1, 0
         if accelerator.is_main_process:
-            row = {"epoch": epoch + 1, "step": state["completed_steps"], **train_metrics,
-                   "val_loss": results["val_loss"], "val_top1": results["val_top1"], "val_top5": results["val_top5"],
-                   "lr": scheduler.get_last_lr()[0]}
+            row = {
+                "epoch": epoch + 1,
+                "step": state["completed_steps"],
+                **train_metrics,
+                "val_loss": results["val_loss"],
+                "val_top1": results["val_top1"],
+                "val_top5": results["val_top5"],
+                "lr": scheduler.get_last_lr()[0],
+            }
             state["history"].append(row)
             write_json_atomically(output_dir / "history.json", state["history"])
             logger.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in row.items()})
             if results["val_top1"] > state["best_top1"]:
                 state["best_top1"] = results["val_top1"]
-                best = results_summary(results, epoch=epoch + 1)
-                save_model_folder(unwrapped, image_processor, output_dir / "best", args, best, state["history"])
-        if args.with_tracking and accelerator.is_main_process:
-            accelerator.log(state["history"][-1], step=state["completed_steps"])
+                save_best(results_summary(results, epoch=epoch + 1), state["history"])
+            if args.with_tracking:
+                accelerator.log(row, step=state["completed_steps"])
         # everyone needs the same history in the checkpoint: the main process's is the one written
         if args.checkpointing_steps == "epoch":
             save_checkpoint(accelerator, output_dir, f"epoch_{epoch + 1}", state, resolved_args)
-
     if not results:  # resumed from a checkpoint taken after the last epoch: nothing was evaluated in this run
+        results = evaluate_model(model, data.eval_dataloader, accelerator, metric, data.num_labels)
+    return results
+
+
+def finish(model, image_processor, args: argparse.Namespace, state: dict, results: dict, train_seconds: float) -> dict:
+    """Main process: the final model in output_dir, all_results.json, the curves, and the push of best/."""
+    output_dir = Path(args.output_dir)
+    # `results` is the last evaluation, the one recorded as the last history row.
+    all_results = results_summary(
+        results,
+        train_runtime=train_seconds,
+        epoch=state["history"][-1]["epoch"],
+        best_eval_accuracy=state["best_top1"],
+    )
+    save_model_folder(model, image_processor, output_dir / "final", args, all_results, state["history"])
+    for item in (output_dir / "final").iterdir():  # the final model lives in output_dir itself
+        os.replace(item, output_dir / item.name)
+    (output_dir / "final").rmdir()
+    write_json_atomically(output_dir / "all_results.json", all_results)
+    save_training_curves(state["history"], output_dir / "training_curves.png")
+    logger.info("done: %s", json.dumps(all_results))
+    if args.push_to_hub:
+        from huggingface_hub import HfApi
+
+        api = HfApi(token=args.hub_token)
+        repo_id = api.create_repo(args.hub_model_id or output_dir.name, exist_ok=True).repo_id
+        api.upload_folder(
+            folder_path=str(output_dir / "best"),
+            repo_id=repo_id,
+            commit_message=f"best model: top-1 {state['best_top1']:.4f}",
+        )
+        logger.info("pushed %s to %s", output_dir / "best", repo_id)
+    return all_results
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    accelerator = setup(args)
+    output_dir = Path(args.output_dir)
+    dataset = load_data(args, accelerator)
+    label_names = dataset["train"].features["label"].names
+    model = build_model(args, label_names)
+    image_processor = load_image_processor(args, model.config.image_size)
+    metric = load_metric(accelerator)
+    resolved_args = {
+        **vars(args),
+        "hub_token": None,
+        "mixed_precision_resolved": accelerator.mixed_precision,
+        "num_processes": accelerator.num_processes,
+        "model_config": model.config.to_diff_dict(),
+    }
+
+    if args.eval_only:
+        eval_dataloader = build_eval_dataloader(args, dataset["validation"], image_processor)
+        model, eval_dataloader = accelerator.prepare(model, eval_dataloader)
         results = evaluate_model(model, eval_dataloader, accelerator, metric, len(label_names))
+        if not accelerator.is_main_process:
+            return {}
+        all_results = results_summary(results)
+        write_json_atomically(output_dir / "all_results.json", all_results)
+        logger.info("evaluation: %s", all_results)
+        return all_results
+
+    data = build_training_data(args, dataset, model.config.image_size, image_processor)
+    # Data loaders first: their per-process length sets the schedule.
+    data.train_dataloader, data.eval_dataloader = accelerator.prepare(data.train_dataloader, data.eval_dataloader)
+    steps_per_epoch = max(math.ceil(len(data.train_dataloader) / args.gradient_accumulation_steps), 1)
+    schedule = Schedule(steps_per_epoch, args.max_train_steps or args.num_train_epochs * steps_per_epoch)
+    optimizer, scheduler = build_optimizer_and_scheduler(args, model, schedule)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    state = initial_state(args, accelerator)
+    if args.with_tracking:
+        tracked = {k: v for k, v in resolved_args.items() if isinstance(v, (int, float, str, bool))}
+        accelerator.init_trackers("swin_tiny_hf", config=tracked)
+    logger.info(
+        "%d training / %d validation images, %d classes; %d epochs of %d optimizer steps; %d processes, %s",
+        len(dataset["train"]),
+        len(dataset["validation"]),
+        len(label_names),
+        schedule.num_epochs,
+        schedule.steps_per_epoch,
+        accelerator.num_processes,
+        accelerator.mixed_precision,
+    )
+
+    unwrapped = accelerator.unwrap_model(model)
+
+    def save_best(best_results: dict, history: list[dict]) -> None:
+        save_model_folder(unwrapped, image_processor, output_dir / "best", args, best_results, history)
+
+    train_start = time.perf_counter()
+    results = run_epochs(
+        model, optimizer, scheduler, data, schedule, accelerator, args, state, metric, save_best, resolved_args
+    )
     accelerator.wait_for_everyone()
     all_results = {}
     if accelerator.is_main_process:
-        # `results` is the last evaluation, the one recorded as the last history row.
-        all_results = results_summary(results, train_runtime=time.perf_counter() - train_start,
-                                      epoch=state["history"][-1]["epoch"], best_eval_accuracy=state["best_top1"])
-        save_model_folder(unwrapped, image_processor, output_dir / "final", args, all_results, state["history"])
-        for item in (output_dir / "final").iterdir():  # the final model lives in output_dir itself
-            os.replace(item, output_dir / item.name)
-        (output_dir / "final").rmdir()
-        write_json_atomically(output_dir / "all_results.json", all_results)
-        save_training_curves(state["history"], output_dir / "training_curves.png")
-        logger.info("done: %s", json.dumps(all_results))
-        if args.push_to_hub:
-            from huggingface_hub import HfApi
-
-            api = HfApi(token=args.hub_token)
-            repo_id = api.create_repo(args.hub_model_id or output_dir.name, exist_ok=True).repo_id
-            api.upload_folder(folder_path=str(output_dir / "best"), repo_id=repo_id,
-                              commit_message=f"best model: top-1 {state['best_top1']:.4f}")
-            logger.info("pushed %s to %s", output_dir / "best", repo_id)
+        all_results = finish(unwrapped, image_processor, args, state, results, time.perf_counter() - train_start)
     if args.with_tracking:
         accelerator.end_training()
     return all_results

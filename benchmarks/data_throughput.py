@@ -22,12 +22,11 @@ import torch
 from PIL import Image
 from torchvision import transforms as v1
 
-from swin_tiny_hf.collate import MixupCutmixCollator
 from swin_tiny_hf.image_processing import TINY_IMAGENET_MEAN as MEAN
 from swin_tiny_hf.image_processing import TINY_IMAGENET_STD as STD
-from swin_tiny_hf.batch_augmentation import ReferenceTrainAugmentation
-from swin_tiny_hf.transforms import TrainTransform
-
+from swin_tiny_hf.training.batch_augmentation import ReferenceTrainAugmentation
+from swin_tiny_hf.training.collate import MixupCutmixCollator
+from swin_tiny_hf.training.transforms import TrainTransform
 
 OURS = "ours (batched, uint8 tensors, TorchCodec)"
 
@@ -45,15 +44,17 @@ def jpeg_batch(count: int, seed: int = 0) -> list[dict]:
 
 
 def baseline_pipeline():
-    return v1.Compose([
-        v1.RandomResizedCrop(64, scale=(0.9, 1.0)),
-        v1.RandomHorizontalFlip(),
-        v1.RandAugment(num_ops=2, magnitude=5),
-        v1.ColorJitter(0.2, 0.2, 0.2, 0.05),
-        v1.ToTensor(),
-        v1.Normalize(MEAN, STD),
-        v1.RandomErasing(p=0.1, scale=(0.02, 0.2), value="random"),
-    ])
+    return v1.Compose(
+        [
+            v1.RandomResizedCrop(64, scale=(0.9, 1.0)),
+            v1.RandomHorizontalFlip(),
+            v1.RandAugment(num_ops=2, magnitude=5),
+            v1.ColorJitter(0.2, 0.2, 0.2, 0.05),
+            v1.ToTensor(),
+            v1.Normalize(MEAN, STD),
+            v1.RandomErasing(p=0.1, scale=(0.02, 0.2), value="random"),
+        ]
+    )
 
 
 def main() -> None:
@@ -61,8 +62,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1024)
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--gpu_images_per_second", type=float, default=None,
-                        help="training rate of one GPU process, to size the worker count")
+    parser.add_argument(
+        "--gpu_images_per_second",
+        type=float,
+        default=None,
+        help="training rate of one GPU process, to size the worker count",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)  # one data-loader worker = one core
     images = jpeg_batch(args.images)
@@ -75,8 +80,12 @@ def main() -> None:
         for start in range(0, args.images, args.batch_size):
             rows = list(range(start, min(start + args.batch_size, args.images)))
             out = ours({"image": [images[r] for r in rows], "label": [labels[r] for r in rows], "row": rows})
-            collator([{"pixel_values": p, "labels": l, "row": r}
-                      for p, l, r in zip(out["pixel_values"], out["labels"], out["row"])])
+            collator(
+                [
+                    {"pixel_values": p, "labels": l, "row": r}
+                    for p, l, r in zip(out["pixel_values"], out["labels"], out["row"])
+                ]
+            )
 
     def run_baseline():
         for start in range(0, args.images, args.batch_size):
@@ -103,10 +112,14 @@ def main() -> None:
     print("| --- | --- | --- |")
     for name, seconds in best.items():
         rate = args.images / seconds
-        print(f"| {name} | {rate:.0f} | {ours_rate / rate:.2f}x |" if "baseline" in name else
-              f"| {name} | {rate:.0f} | 1.00x |")
+        print(
+            f"| {name} | {rate:.0f} | {ours_rate / rate:.2f}x |"
+            if "baseline" in name
+            else f"| {name} | {rate:.0f} | 1.00x |"
+        )
     if args.gpu_images_per_second:
-        print(f"workers to feed {args.gpu_images_per_second:.0f} img/s: {np.ceil(args.gpu_images_per_second / ours_rate):.0f}")
+        workers = np.ceil(args.gpu_images_per_second / ours_rate)
+        print(f"workers to feed {args.gpu_images_per_second:.0f} img/s: {workers:.0f}")
 
 
 if __name__ == "__main__":

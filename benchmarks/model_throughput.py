@@ -4,7 +4,8 @@
 
 Prints images/s for inference (no grad, eval) and for a training step (forward, backward, AdamW), the
 ratio to each reference, the parameter count, and the achieved GFLOP/s against this machine's fp32
-matmul rate (measured through MKL and through oneDNN; the faster is the ceiling). Models are timed interleaved (round-robin, best of `repeats`), so drift hits all alike.
+matmul rate (measured through MKL and through oneDNN; the faster is the ceiling). Models are timed
+interleaved (round-robin, best of `repeats`), so drift hits all alike.
 At 64 px the reference is timm's SwinTransformer at the same config (default attention, and fused
 attention); transformers' Swin cannot run at 64 px, so it is compared at 224 px (classic Swin-T).
 """
@@ -29,7 +30,10 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> dict[str, float]:
     a, b = torch.randn(size, size), torch.randn(size, size)
     image = a.view(1, size, size // 64, 64).contiguous(memory_format=torch.channels_last)  # size tokens, NHWC
     weight = b.view(size, size, 1, 1)
-    products = {"torch.mm (MKL)": lambda: a @ b, "1x1 conv (oneDNN)": lambda: torch.nn.functional.conv2d(image, weight)}
+    products = {
+        "torch.mm (MKL)": lambda: a @ b,
+        "1x1 conv (oneDNN)": lambda: torch.nn.functional.conv2d(image, weight),
+    }
     rates = {}
     for name, product in products.items():
         product()
@@ -92,18 +96,22 @@ def run(candidates: list[Candidate], repeats: int, machine_gflops: float, title:
             candidate.measure()
     batch = candidates[0].pixels.shape[0]
     print(f"\n## {title} (batch {batch}, best of {repeats}, {torch.get_num_threads()} threads)")
-    print("| model | params | inference img/s | ratio | train img/s | ratio | inference GFLOP/s (% of matmul) "
-          "| train GFLOP/s (% of matmul) |")
+    print(
+        "| model | params | inference img/s | ratio | train img/s | ratio | inference GFLOP/s (% of matmul) "
+        "| train GFLOP/s (% of matmul) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     ours = candidates[0]
     for c in candidates:
         rates = {k: batch / v for k, v in c.best.items()}
         ratios = {k: ours.best[k] / v for k, v in c.best.items()}  # >1: the reference is slower than ours
         gflops = {k: c.flops[k] / c.best[k] / 1e9 for k in c.best}
-        print(f"| {c.name} | {c.parameters:,} | {rates['inference']:.1f} | ours x{1 / ratios['inference']:.2f} "
-              f"| {rates['train']:.1f} | ours x{1 / ratios['train']:.2f} "
-              f"| {gflops['inference']:.0f} ({100 * gflops['inference'] / machine_gflops:.0f}%) "
-              f"| {gflops['train']:.0f} ({100 * gflops['train'] / machine_gflops:.0f}%) |")
+        print(
+            f"| {c.name} | {c.parameters:,} | {rates['inference']:.1f} | ours x{1 / ratios['inference']:.2f} "
+            f"| {rates['train']:.1f} | ours x{1 / ratios['train']:.2f} "
+            f"| {gflops['inference']:.0f} ({100 * gflops['inference'] / machine_gflops:.0f}%) "
+            f"| {gflops['train']:.0f} ({100 * gflops['train'] / machine_gflops:.0f}%) |"
+        )
     print("('ours xR': swin_tiny_hf's images/s divided by this row's; R > 1 means swin_tiny_hf is faster.)")
 
 
@@ -127,17 +135,32 @@ def main() -> None:
     torch.manual_seed(0)
     rates = matmul_gflops()
     machine = max(rates.values())
-    print("fp32 product of 2048^2 matrices: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items())
-          + f"; '% of matmul' below is of the faster, {machine:.0f} GFLOP/s; torch {torch.__version__}")
+    print(
+        "fp32 product of 2048^2 matrices: "
+        + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items())
+        + f"; '% of matmul' below is of the faster, {machine:.0f} GFLOP/s; torch {torch.__version__}"
+    )
 
     pixels, labels = torch.randn(args.batch_size, 3, 64, 64), torch.randint(0, 200, (args.batch_size,))
     config = SwinTinyConfig()
-    small = dict(img_size=64, patch_size=4, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(2, 4, 8, 16),
-                 window_size=(8, 8, 4, 2), num_classes=200, drop_path_rate=0.2)
+    small = dict(
+        img_size=64,
+        patch_size=4,
+        embed_dim=96,
+        depths=(2, 2, 6, 2),
+        num_heads=(2, 4, 8, 16),
+        window_size=(8, 8, 4, 2),
+        num_classes=200,
+        drop_path_rate=0.2,
+    )
     candidates = [
         Candidate("swin_tiny_hf (sdpa)", SwinTinyForImageClassification(config), pixels, labels),
-        Candidate("swin_tiny_hf (eager)", SwinTinyForImageClassification._from_config(
-            config, attn_implementation="eager"), pixels, labels),
+        Candidate(
+            "swin_tiny_hf (eager)",
+            SwinTinyForImageClassification._from_config(config, attn_implementation="eager"),
+            pixels,
+            labels,
+        ),
         Candidate("timm SwinTransformer", timm_swin(False, **small), pixels, labels),
         Candidate("timm SwinTransformer (fused attn)", timm_swin(True, **small), pixels, labels),
     ]
@@ -147,15 +170,32 @@ def main() -> None:
         from transformers import SwinConfig, SwinForImageClassification
 
         pixels, labels = torch.randn(args.batch_size_224, 3, 224, 224), torch.randint(0, 1000, (args.batch_size_224,))
-        classic = SwinTinyConfig(image_size=224, num_heads=[3, 6, 12, 24], window_size=7, num_labels=1000,
-                                 drop_path_rate=0.2)
+        classic = SwinTinyConfig(
+            image_size=224, num_heads=[3, 6, 12, 24], window_size=7, num_labels=1000, drop_path_rate=0.2
+        )
         candidates = [
             Candidate("swin_tiny_hf (sdpa)", SwinTinyForImageClassification(classic), pixels, labels),
-            Candidate("transformers SwinForImageClassification", SwinForImageClassification(
-                SwinConfig(num_labels=1000, drop_path_rate=0.2)), pixels, labels),
-            Candidate("timm SwinTransformer (fused attn)", timm_swin(
-                True, img_size=224, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7,
-                num_classes=1000, drop_path_rate=0.2), pixels, labels),
+            Candidate(
+                "transformers SwinForImageClassification",
+                SwinForImageClassification(SwinConfig(num_labels=1000, drop_path_rate=0.2)),
+                pixels,
+                labels,
+            ),
+            Candidate(
+                "timm SwinTransformer (fused attn)",
+                timm_swin(
+                    True,
+                    img_size=224,
+                    embed_dim=96,
+                    depths=(2, 2, 6, 2),
+                    num_heads=(3, 6, 12, 24),
+                    window_size=7,
+                    num_classes=1000,
+                    drop_path_rate=0.2,
+                ),
+                pixels,
+                labels,
+            ),
         ]
         run(candidates, args.repeats, machine, "224 px, classic Swin-T (28.3M params)")
 

@@ -57,7 +57,8 @@ class SwinTinyConfig(PreTrainedConfig):
         patch_norm (`bool`, defaults to `True`): LayerNorm after the patch embedding (the paper and every published
             checkpoint have it; the reference notebook did not).
         layer_norm_eps (`float`, defaults to 1e-5): epsilon of every LayerNorm.
-        initializer_range (`float`, defaults to 0.02): std of the truncated normal init of linear layers and bias tables.
+        initializer_range (`float`, defaults to 0.02): std of the truncated normal init of linear layers and bias
+            tables.
         num_labels (`int`, defaults to 200): classes of the classification head.
     """
 
@@ -85,7 +86,8 @@ class SwinTinyConfig(PreTrainedConfig):
         if unknown:
             field_names = [f.name for f in fields(self)]
             hints = [
-                f"{name!r} (did you mean {match[0]!r}?)" if (match := difflib.get_close_matches(name, field_names, 1))
+                f"{name!r} (did you mean {match[0]!r}?)"
+                if (match := difflib.get_close_matches(name, field_names, 1))
                 else repr(name)
                 for name in unknown
             ]

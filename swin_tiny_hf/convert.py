@@ -60,15 +60,21 @@ _BLOCK_PARTS = {
     "output.dense": "mlp.fc2",
 }
 _QKV_PARTS = {  # transformers' separate projections -> index in our fused qkv
-    "attention.q_proj": 0, "attention.k_proj": 1, "attention.v_proj": 2,
-    "attention.self.query": 0, "attention.self.key": 1, "attention.self.value": 2,
+    "attention.q_proj": 0,
+    "attention.k_proj": 1,
+    "attention.v_proj": 2,
+    "attention.self.query": 0,
+    "attention.self.key": 1,
+    "attention.self.value": 2,
 }
 _DERIVED = ("relative_position_index", "attn_mask")
 
 _PATTERNS = {
     "timm": {
-        "block": re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.(.+)\.(weight|bias)$|"
-                            r"^layers\.(\d+)\.blocks\.(\d+)\.(attn\.relative_position_bias_table)()$"),
+        "block": re.compile(
+            r"^layers\.(\d+)\.blocks\.(\d+)\.(.+)\.(weight|bias)$|"
+            r"^layers\.(\d+)\.blocks\.(\d+)\.(attn\.relative_position_bias_table)()$"
+        ),
         "downsample": re.compile(r"^layers\.(\d+)\.downsample\.(norm|reduction)\.(weight|bias)$"),
         "fixed": {
             "patch_embed.proj": "swin.embeddings.projection",
@@ -79,8 +85,10 @@ _PATTERNS = {
         "downsample_offset": -1,  # timm's stage i starts with the merging that ends our stage i-1
     },
     "transformers": {
-        "block": re.compile(r"^swin\.encoder\.layers\.(\d+)\.blocks\.(\d+)\.(.+)\.(weight|bias)$|"
-                            r"^swin\.encoder\.layers\.(\d+)\.blocks\.(\d+)\.(.*relative_position_bias_table)()$"),
+        "block": re.compile(
+            r"^swin\.encoder\.layers\.(\d+)\.blocks\.(\d+)\.(.+)\.(weight|bias)$|"
+            r"^swin\.encoder\.layers\.(\d+)\.blocks\.(\d+)\.(.*relative_position_bias_table)()$"
+        ),
         "downsample": re.compile(r"^swin\.encoder\.layers\.(\d+)\.downsample\.(norm|reduction)\.(weight|bias)$"),
         "fixed": {
             "swin.embeddings.patch_embeddings.projection": "swin.embeddings.projection",
@@ -209,8 +217,10 @@ def main(argv: list[str] | None = None) -> SwinTinyForImageClassification:
     model.load_state_dict(state_dict, strict=True)
     model.save_pretrained(args.output_dir)
     make_image_processor(args.image_size, IMAGENET_MEAN, IMAGENET_STD).save_pretrained(args.output_dir)
-    print(f"wrote {args.output_dir}: {sum(p.numel() for p in model.parameters()):,} parameters, config {config.depths} "
-          f"depths, {config.num_heads} heads, window {config.window_size}, {config.num_labels} labels")
+    print(
+        f"wrote {args.output_dir}: {sum(p.numel() for p in model.parameters()):,} parameters, config {config.depths} "
+        f"depths, {config.num_heads} heads, window {config.window_size}, {config.num_labels} labels"
+    )
     return model
 
 

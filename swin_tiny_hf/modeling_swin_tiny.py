@@ -137,8 +137,14 @@ class WindowAttention(nn.Module):
         cacheable = not (torch.is_grad_enabled() and table.requires_grad) and not torch.compiler.is_compiling()
         if cacheable:
             # inference_mode makes inference tensors, which a later graph with autograd must not save.
-            key = (table.device, table.data_ptr(), table._version, dtype, shift_mask is None,
-                   torch.is_inference_mode_enabled())
+            key = (
+                table.device,
+                table.data_ptr(),
+                table._version,
+                dtype,
+                shift_mask is None,
+                torch.is_inference_mode_enabled(),
+            )
             if self._mask_cache is not None and self._mask_cache[0] == key:
                 return self._mask_cache[1]
         bias = self.relative_position_bias()  # (heads, N, N)
@@ -398,7 +404,9 @@ class SwinTinyModel(SwinTinyPreTrainedModel):
         if kwargs:
             raise ValueError(f"SwinTinyModel.forward got unexpected arguments {sorted(kwargs)}.")
         check_pixel_values(pixel_values, self.config)
-        output_hidden_states = self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         return_dict = self.config.return_dict if return_dict is None else return_dict
 
@@ -451,9 +459,8 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: Swin
     if labels.shape != logits.shape[:1]:
         raise ValueError(f"class-id labels must have shape ({logits.shape[0]},), got {tuple(labels.shape)}.")
     if labels.numel() and (labels.min() < 0 or labels.max() >= num_labels):
-        raise ValueError(
-            f"class-id labels must lie in [0, {num_labels}), got values from {int(labels.min())} to {int(labels.max())}."
-        )
+        low, high = int(labels.min()), int(labels.max())
+        raise ValueError(f"class-id labels must lie in [0, {num_labels}), got values from {low} to {high}.")
     return F.cross_entropy(logits.float(), labels)
 
 

@@ -41,9 +41,9 @@ def relative_position_index(window: int) -> torch.Tensor:
     Returns:
         (M*M, M*M) long tensor with values in [0, (2M-1)^2).
     """
-    coords = torch.stack(
-        torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")
-    ).flatten(1)  # (2, M*M): row and column of each token
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(
+        1
+    )  # (2, M*M): row and column of each token
     offsets = coords[:, :, None] - coords[:, None, :]  # (2, M*M, M*M): query minus key, in [-(M-1), M-1]
     offsets = offsets + (window - 1)  # shift to [0, 2M-2]
     return offsets[0] * (2 * window - 1) + offsets[1]  # (M*M, M*M)
@@ -61,8 +61,9 @@ def shift_attention_mask(resolution: int, window: int, shift: int) -> torch.Tens
         (nW, M*M, M*M) float32 with 0 where attention is allowed and -inf where it is not.
     """
     if not 0 < shift < window <= resolution:
-        raise ValueError(f"need 0 < shift < window <= resolution, got shift={shift}, window={window}, "
-                         f"resolution={resolution}")
+        raise ValueError(
+            f"need 0 < shift < window <= resolution, got shift={shift}, window={window}, resolution={resolution}"
+        )
     region = torch.zeros(1, resolution, resolution, 1)
     bounds = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
     label = 0

@@ -10,7 +10,12 @@ def tiny_config(**overrides) -> SwinTinyConfig:
     """32 px, patch 2: stages of 16, 8 and 4 tokens a side; windows of 4, so stages 0 and 1 shift and the
     last one (4 <= 4) is clipped and does not."""
     values = dict(
-        image_size=32, patch_size=2, embed_dim=16, depths=[2, 2, 2], num_heads=[1, 2, 4], window_size=4,
+        image_size=32,
+        patch_size=2,
+        embed_dim=16,
+        depths=[2, 2, 2],
+        num_heads=[1, 2, 4],
+        window_size=4,
         drop_path_rate=0.1,
     )
     values.update(overrides)

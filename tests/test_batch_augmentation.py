@@ -10,7 +10,7 @@ from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from swin_tiny_hf.batch_augmentation import (
+from swin_tiny_hf.training.batch_augmentation import (
     BatchColorJitter,
     BatchRandAugment,
     BatchRandomResizedCrop,
@@ -20,16 +20,21 @@ from swin_tiny_hf.batch_augmentation import (
     adjust_hue_,
     adjust_saturation_,
 )
-from swin_tiny_hf.data import decode_rgb
+from swin_tiny_hf.training.data import decode_rgb
 
 
 def natural_images(count: int, size: int = 32, seed: int = 0) -> torch.Tensor:
     """(count, 3, size, size) uint8 with smooth colour gradients, flat patches, saturated and grey pixels."""
     g = torch.Generator().manual_seed(seed)
     ramp = torch.linspace(0, 1, size)
-    base = torch.stack([ramp.view(1, -1).expand(size, size), ramp.view(-1, 1).expand(size, size),
-                        (ramp.view(1, -1) * ramp.view(-1, 1))])  # (3, size, size)
-    images = (base * torch.rand(count, 3, 1, 1, generator=g) * 255 + torch.rand(count, 3, size, size, generator=g) * 40)
+    base = torch.stack(
+        [
+            ramp.view(1, -1).expand(size, size),
+            ramp.view(-1, 1).expand(size, size),
+            (ramp.view(1, -1) * ramp.view(-1, 1)),
+        ]
+    )  # (3, size, size)
+    images = base * torch.rand(count, 3, 1, 1, generator=g) * 255 + torch.rand(count, 3, size, size, generator=g) * 40
     images = images.clamp(0, 255).to(torch.uint8)
     images[:, :, :4, :4] = 128  # grey: hue undefined
     images[:, 0, -4:, -4:], images[:, 1:, -4:, -4:] = 255, 0  # saturated red
@@ -98,7 +103,8 @@ def test_rand_augment_is_torchvisions_operation_per_image():
             if augment.policy._AUGMENTATION_SPACE[name][1] and negative:
                 magnitude = -magnitude
             image = augment.policy._apply_image_or_video_transform(
-                image, name, magnitude, augment.policy.interpolation, augment.policy._fill)
+                image, name, magnitude, augment.policy.interpolation, augment.policy._fill
+            )
         reference.append(image)
     assert_uint8_close(batched, torch.stack(reference), max_mismatch=0.0)
     assert not torch.equal(batched, images)
@@ -177,8 +183,10 @@ def _encoded(image: Image.Image, format: str) -> dict:
     return {"bytes": buffer.getvalue(), "path": None}
 
 
-@pytest.mark.parametrize("mode, format", [("RGB", "JPEG"), ("L", "JPEG"), ("RGBA", "PNG"), ("P", "PNG"),
-                                          ("L", "PNG"), ("RGB", "BMP"), ("RGB", "TIFF")])
+@pytest.mark.parametrize(
+    "mode, format",
+    [("RGB", "JPEG"), ("L", "JPEG"), ("RGBA", "PNG"), ("P", "PNG"), ("L", "PNG"), ("RGB", "BMP"), ("RGB", "TIFF")],
+)
 def test_decode_rgb_is_pils_rgb_conversion(mode, format):
     array = np.random.default_rng(0).integers(0, 255, (12, 10, 3), dtype=np.uint8)
     image = Image.fromarray(array).convert(mode)

@@ -10,7 +10,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from swin_tiny_hf import SwinTinyForImageClassification
-from swin_tiny_hf.checkpointing import (
+from swin_tiny_hf.training.checkpointing import (
     STATE_FILE,
     find_latest_checkpoint,
     replace_folder,
@@ -63,8 +63,9 @@ def _loop(batches, max_nonfinite_steps):
     state = {"completed_steps": 0, "epoch": 0, "batches_into_epoch": 0, "nonfinite_run": 0, "history": []}
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     try:
-        metrics = train.train_one_epoch(model, optimizer, scheduler, batches, accelerator, args,
-                                        tqdm(disable=True), state, 100, None, {})
+        metrics = train.train_one_epoch(
+            model, optimizer, scheduler, batches, accelerator, args, tqdm(disable=True), state, 100, None, {}
+        )
     except RuntimeError as error:
         metrics = error
     changed = any(not torch.equal(before[n], p) for n, p in model.named_parameters())

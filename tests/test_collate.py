@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from swin_tiny_hf.collate import MixupCutmixCollator, eval_collate, mixing_enabled, smooth_one_hot
+from swin_tiny_hf.training.collate import MixupCutmixCollator, eval_collate, mixing_enabled, smooth_one_hot
 
 K = 4
 
@@ -62,8 +62,9 @@ def test_cutmix_targets_match_the_pasted_area():
 
 
 def test_mixing_is_seeded_by_the_batch_and_off_in_the_first_epoch():
-    collator = MixupCutmixCollator(K, mixup_prob=0.5, cutmix_prob=0.5, off_first_epochs=1, num_epochs=5,
-                                   off_last_epochs=1, seed=1)
+    collator = MixupCutmixCollator(
+        K, mixup_prob=0.5, cutmix_prob=0.5, off_first_epochs=1, num_epochs=5, off_last_epochs=1, seed=1
+    )
     batch = examples()
     first_epoch = collator(batch)
     torch.testing.assert_close(first_epoch["pixel_values"], torch.stack([e["pixel_values"] for e in batch]))

@@ -102,7 +102,10 @@ def test_missing_value_projection_is_named(transformers_model):
 def test_config_is_read_off_the_weights(timm_model):
     config = config_from_state_dict(convert_state_dict(timm_model.state_dict(), "timm"))
     assert (config.depths, config.num_heads, config.window_size, config.num_labels) == (
-        [2, 2, 6, 2], [3, 6, 12, 24], [7, 7, 7, 7], 1000
+        [2, 2, 6, 2],
+        [3, 6, 12, 24],
+        [7, 7, 7, 7],
+        1000,
     )
 
 
@@ -111,13 +114,23 @@ def test_cli_writes_a_folder_that_fine_tunes_with_a_new_head(timm_model, images,
     from transformers import AutoImageProcessor
 
     save_file(timm_model.state_dict(), tmp_path / "swin_tiny.safetensors")
-    main(["--source", "timm", "--checkpoint", str(tmp_path / "swin_tiny.safetensors"), "--output_dir",
-          str(tmp_path / "converted")])
+    main(
+        [
+            "--source",
+            "timm",
+            "--checkpoint",
+            str(tmp_path / "swin_tiny.safetensors"),
+            "--output_dir",
+            str(tmp_path / "converted"),
+        ]
+    )
     loaded = SwinTinyForImageClassification.from_pretrained(tmp_path / "converted").eval()
     with torch.no_grad():
         torch.testing.assert_close(loaded(images).logits, timm_model(images), atol=1e-4, rtol=0)
     processor = AutoImageProcessor.from_pretrained(tmp_path / "converted")
-    assert processor.size == {"height": 224, "width": 224} and processor.image_mean == pytest.approx([0.485, 0.456, 0.406])
+    assert processor.size == {"height": 224, "width": 224} and processor.image_mean == pytest.approx(
+        [0.485, 0.456, 0.406]
+    )
     # a new 200-class head on the same backbone, as train.py --ignore_mismatched_sizes does
     fine_tune = SwinTinyForImageClassification.from_pretrained(
         tmp_path / "converted", num_labels=200, ignore_mismatched_sizes=True

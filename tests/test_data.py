@@ -6,9 +6,9 @@ from datasets import Image as ImageFeature
 from PIL import Image
 
 from swin_tiny_hf import make_image_processor
-from swin_tiny_hf.data import digits_dataset, load_image_dataset
-from swin_tiny_hf.batch_augmentation import ReferenceTrainAugmentation
-from swin_tiny_hf.transforms import EvalTransform, TrainTransform
+from swin_tiny_hf.training.batch_augmentation import ReferenceTrainAugmentation
+from swin_tiny_hf.training.data import digits_dataset, load_image_dataset
+from swin_tiny_hf.training.transforms import EvalTransform, TrainTransform
 
 from datasets_for_tests import WORDNET_IDS, tiny_imagenet_like
 
@@ -63,11 +63,13 @@ def test_renamed_columns_and_clear_errors(tmp_path):
     features = Features({"img": ImageFeature(), "fine_label": ClassLabel(names=["a", "b"])})
     images = [Image.new("RGB", (8, 8))] * 4
     DatasetDict(train=Dataset.from_dict({"img": images, "fine_label": [0, 1, 0, 1]}, features=features)).save_to_disk(
-        tmp_path / "renamed")
+        tmp_path / "renamed"
+    )
     with pytest.raises(ValueError, match=r"split 'train' has no column 'image'.*--image_column_name"):
         load_image_dataset(str(tmp_path / "renamed"))
-    data = load_image_dataset(str(tmp_path / "renamed"), image_column="img", label_column="fine_label",
-                              validation_fraction=0.5)
+    data = load_image_dataset(
+        str(tmp_path / "renamed"), image_column="img", label_column="fine_label", validation_fraction=0.5
+    )
     assert data["train"].column_names == ["image", "label", "row"]
 
 
@@ -91,8 +93,13 @@ def test_train_transform_is_seeded_per_batch_and_handles_grayscale():
     data = load_image_dataset("digits")
     grayscale = Dataset.from_dict(
         {"image": [Image.fromarray(np.full((64, 64), 128, np.uint8), mode="L")], "label": [0], "row": [0]},
-        features=Features({"image": ImageFeature(decode=False), "label": ClassLabel(names=["a"]),
-                           "row": data["train"].features["row"]}),
+        features=Features(
+            {
+                "image": ImageFeature(decode=False),
+                "label": ClassLabel(names=["a"]),
+                "row": data["train"].features["row"],
+            }
+        ),
     )
     transform = TrainTransform(ReferenceTrainAugmentation(64, MEAN, STD), seed=7)
     batch = _rows(data["train"], [0, 1, 2, 3])

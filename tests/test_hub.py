@@ -104,12 +104,15 @@ except ImportError:
 model = AutoModelForImageClassification.from_pretrained({str(folder)!r}, trust_remote_code=True).eval()
 assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
 with torch.no_grad():
-    logits = model(torch.load({str(tmp_path / 'pixels.pt')!r})).logits
-torch.testing.assert_close(logits, torch.load({str(tmp_path / 'expected.pt')!r}))
+    logits = model(torch.load({str(tmp_path / "pixels.pt")!r})).logits
+torch.testing.assert_close(logits, torch.load({str(tmp_path / "expected.pt")!r}))
 print("REMOTE_OK", type(model).__name__)
 """
     result = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
         env={"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr[-3000:]

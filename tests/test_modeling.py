@@ -15,8 +15,14 @@ def closed_form_parameter_count(config: SwinTinyConfig) -> int:
     for i, depth in enumerate(config.depths):
         C, M, h = D * 2**i, config.stage_windows[i], config.num_heads[i]
         hidden = int(C * config.mlp_ratio)
-        block = 2 * C + (3 * C * C + 3 * C) + (C * C + C) + (2 * M - 1) ** 2 * h + 2 * C + (C * hidden + hidden) + (
-            hidden * C + C
+        block = (
+            2 * C
+            + (3 * C * C + 3 * C)
+            + (C * C + C)
+            + (2 * M - 1) ** 2 * h
+            + 2 * C
+            + (C * hidden + hidden)
+            + (hidden * C + C)
         )
         total += depth * block
         if i < len(config.depths) - 1:

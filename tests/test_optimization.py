@@ -1,10 +1,10 @@
-
 import evaluate
 import pytest
 import torch
 
-from swin_tiny_hf import SwinTinyForImageClassification, top_k_accuracy
-from swin_tiny_hf.optimization import learning_rate_at, parameter_groups, warmup_cosine_scheduler
+from swin_tiny_hf import SwinTinyForImageClassification
+from swin_tiny_hf.training import top_k_accuracy
+from swin_tiny_hf.training.optimization import learning_rate_at, parameter_groups, warmup_cosine_scheduler
 
 from conftest import tiny_config
 

@@ -18,27 +18,45 @@ from datasets_for_tests import tiny_imagenet_like
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-TINY_MODEL = ["--image_size", "32", "--patch_size", "2", "--embed_dim", "16", "--depths", "2", "2",
-              "--num_heads", "1", "2", "--window_size", "4", "--drop_path_rate", "0.1"]
+TINY_MODEL = [
+    *"--image_size 32 --patch_size 2 --embed_dim 16 --depths 2 2 --num_heads 1 2 --window_size 4".split(),
+    *"--drop_path_rate 0.1".split(),
+]
 # 320 digits, batch 16: 20 optimizer steps an epoch; mixing on from epoch 0 so it is exercised.
-RESUME_RUN = ["--dataset_name", "digits", *TINY_MODEL, "--max_train_samples", "320", "--max_eval_samples", "40",
-              "--per_device_train_batch_size", "16", "--num_train_epochs", "2", "--warmup_epochs", "0.5",
-              "--learning_rate", "1e-3", "--mix_off_first_epochs", "0", "--mix_off_last_epochs", "0",
-              "--mixup_prob", "0.5", "--cutmix_prob", "0.5", "--checkpointing_steps", "4",
-              "--dataloader_num_workers", "1", "--seed", "5"]
+RESUME_RUN = [
+    *"--dataset_name digits --max_train_samples 320 --max_eval_samples 40 --per_device_train_batch_size 16".split(),
+    *"--num_train_epochs 2 --warmup_epochs 0.5 --learning_rate 1e-3 --mix_off_first_epochs 0".split(),
+    *"--mix_off_last_epochs 0 --mixup_prob 0.5 --cutmix_prob 0.5 --checkpointing_steps 4".split(),
+    *"--dataloader_num_workers 1 --seed 5".split(),
+    *TINY_MODEL,
+]
+# A small run on a few digits: one epoch of two steps.
+SHORT_RUN = [
+    *"--dataset_name digits --max_train_samples 32 --max_eval_samples 16 --per_device_train_batch_size 16".split(),
+    *"--num_train_epochs 1 --warmup_epochs 0".split(),
+]
+# A Tiny ImageNet-shaped model at 64 px (patch 4, one block a stage), two epochs of two steps.
+TIN_RUN = [
+    *"--image_size 64 --patch_size 4 --embed_dim 16 --depths 1 1 --num_heads 1 2 --window_size 8".split(),
+    *"--per_device_train_batch_size 8 --num_train_epochs 2 --warmup_epochs 1 --mix_off_first_epochs 0".split(),
+    *"--mix_off_last_epochs 0 --dataloader_num_workers 2".split(),
+]
 TIMING = ("images_per_second", "epoch_seconds")
 
 
 def train(*flags, launcher=(sys.executable,), check=True):
-    result = subprocess.run([*launcher, str(ROOT / "train.py"), *flags], capture_output=True, text=True, env=ENV,
-                            cwd=ROOT)
+    result = subprocess.run(
+        [*launcher, str(ROOT / "train.py"), *flags], capture_output=True, text=True, env=ENV, cwd=ROOT
+    )
     if check:
         assert result.returncode == 0, result.stderr[-4000:]
     return result
 
 
 def history_without_timing(folder):
-    return [{k: v for k, v in row.items() if k not in TIMING} for row in json.loads((folder / "history.json").read_text())]
+    return [
+        {k: v for k, v in row.items() if k not in TIMING} for row in json.loads((folder / "history.json").read_text())
+    ]
 
 
 def assert_same_weights(a, b):
@@ -57,21 +75,40 @@ def uninterrupted(tmp_path_factory):
 
 def test_run_writes_every_output(uninterrupted):
     names = {p.name for p in uninterrupted.iterdir()}
-    assert {"model.safetensors", "config.json", "preprocessor_config.json", "modeling_swin_tiny.py", "README.md",
-            "history.json", "all_results.json", "training_curves.png", "best"} <= names
+    assert {
+        "model.safetensors",
+        "config.json",
+        "preprocessor_config.json",
+        "modeling_swin_tiny.py",
+        "README.md",
+        "history.json",
+        "all_results.json",
+        "training_curves.png",
+        "best",
+    } <= names
     assert {f"step_{n}" for n in range(4, 41, 4)} <= names
     assert not [n for n in names if n.startswith(".tmp")]
     history = json.loads((uninterrupted / "history.json").read_text())
     assert [row["epoch"] for row in history] == [1, 2] and history[-1]["step"] == 40
-    assert set(history[0]) == {"epoch", "step", "train_loss", "train_acc", "val_loss", "val_top1", "val_top5", "lr",
-                               *TIMING}
+    assert set(history[0]) == {
+        "epoch",
+        "step",
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_top1",
+        "val_top5",
+        "lr",
+        *TIMING,
+    }
     results = json.loads((uninterrupted / "all_results.json").read_text())
     assert results["eval_samples"] == 40 and results["epoch"] == 2
     assert results["eval_accuracy"] == history[-1]["val_top1"] and "train_runtime" in results
     assert results["eval_top5_accuracy"] >= results["eval_accuracy"]
     checkpoint = uninterrupted / "step_8"
     assert {"model.safetensors", "optimizer.bin", "scheduler.bin", "training_state.json", "args.json"} <= {
-        p.name for p in checkpoint.iterdir()}
+        p.name for p in checkpoint.iterdir()
+    }
     saved_args = json.loads((checkpoint / "args.json").read_text())
     assert saved_args["learning_rate"] == 1e-3 and saved_args["model_config"]["embed_dim"] == 16
 
@@ -113,8 +150,13 @@ def test_resume_from_the_last_step_still_evaluates_the_last_epoch(uninterrupted,
 
 
 def test_resume_after_sigkill_ends_with_the_same_weights_and_history(uninterrupted, tmp_path):
-    process = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *RESUME_RUN, "--output_dir", str(tmp_path)],
-                               env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *RESUME_RUN, "--output_dir", str(tmp_path)],
+        env=ENV,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while not (tmp_path / "step_8" / "training_state.json").exists():
         assert process.poll() is None and time.time() < deadline, "the run ended before it could be killed"
@@ -128,8 +170,19 @@ def test_resume_after_sigkill_ends_with_the_same_weights_and_history(uninterrupt
 
 
 def test_eval_only_reproduces_the_final_validation_scores(uninterrupted, tmp_path):
-    train("--dataset_name", "digits", "--max_eval_samples", "40", "--eval_only", "--model_name_or_path",
-          str(uninterrupted), "--output_dir", str(tmp_path), "--dataloader_num_workers", "0")
+    train(
+        "--dataset_name",
+        "digits",
+        "--max_eval_samples",
+        "40",
+        "--eval_only",
+        "--model_name_or_path",
+        str(uninterrupted),
+        "--output_dir",
+        str(tmp_path),
+        "--dataloader_num_workers",
+        "0",
+    )
     results = json.loads((tmp_path / "all_results.json").read_text())
     final = json.loads((uninterrupted / "all_results.json").read_text())
     assert results["eval_accuracy"] == final["eval_accuracy"] and results["eval_samples"] == 40
@@ -138,17 +191,36 @@ def test_eval_only_reproduces_the_final_validation_scores(uninterrupted, tmp_pat
 
 def test_two_cpu_processes_count_every_validation_sample_once(uninterrupted, tmp_path):
     # 37 samples over 2 processes in batches of 8: accelerate pads the last batches, gather_for_metrics drops them.
-    launcher = (sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no")
-    train("--dataset_name", "digits", *TINY_MODEL, "--max_train_samples", "64", "--max_eval_samples", "37",
-          "--per_device_train_batch_size", "8", "--per_device_eval_batch_size", "8", "--num_train_epochs", "1",
-          "--warmup_epochs", "0", "--dataloader_num_workers", "0", "--output_dir", str(tmp_path / "ddp"),
-          launcher=launcher)
+    launcher = (
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        *"--cpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no".split(),
+    )
+    train(
+        *"--dataset_name digits --max_train_samples 64 --max_eval_samples 37 --per_device_train_batch_size 8".split(),
+        *"--per_device_eval_batch_size 8 --num_train_epochs 1 --warmup_epochs 0 --dataloader_num_workers 0".split(),
+        *TINY_MODEL,
+        "--output_dir",
+        str(tmp_path / "ddp"),
+        launcher=launcher,
+    )
     results = json.loads((tmp_path / "ddp" / "all_results.json").read_text())
     assert results["eval_samples"] == 37
     # the same checkpoint scored by one process gives the same numbers
-    train("--dataset_name", "digits", "--max_eval_samples", "37", "--eval_only", "--model_name_or_path",
-          str(tmp_path / "ddp"), "--output_dir", str(tmp_path / "single"), "--dataloader_num_workers", "0")
+    train(
+        "--dataset_name",
+        "digits",
+        "--max_eval_samples",
+        "37",
+        "--eval_only",
+        "--model_name_or_path",
+        str(tmp_path / "ddp"),
+        "--output_dir",
+        str(tmp_path / "single"),
+        "--dataloader_num_workers",
+        "0",
+    )
     single = json.loads((tmp_path / "single" / "all_results.json").read_text())
     assert single["eval_samples"] == 37
     assert single["eval_accuracy"] == results["eval_accuracy"]
@@ -157,25 +229,36 @@ def test_two_cpu_processes_count_every_validation_sample_once(uninterrupted, tmp
 
 def test_tiny_imagenet_shaped_dataset_runs_end_to_end(tmp_path):
     tiny_imagenet_like(train_per_class=8, valid_per_class=4).save_to_disk(tmp_path / "tin")
-    train("--dataset_name", str(tmp_path / "tin"), "--image_size", "64", "--patch_size", "4", "--embed_dim", "16",
-          "--depths", "1", "1", "--num_heads", "1", "2", "--window_size", "8", "--per_device_train_batch_size", "8",
-          "--num_train_epochs", "2", "--warmup_epochs", "1", "--mix_off_first_epochs", "0",
-          "--mix_off_last_epochs", "0", "--checkpointing_steps", "epoch", "--dataloader_num_workers", "2",
-          "--output_dir", str(tmp_path / "out"))
+    train(
+        "--dataset_name",
+        str(tmp_path / "tin"),
+        *TIN_RUN,
+        "--checkpointing_steps",
+        "epoch",
+        "--output_dir",
+        str(tmp_path / "out"),
+    )
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     assert config["id2label"]["0"] == "n01443537" and config["image_size"] == 64
     assert (tmp_path / "out" / "epoch_2" / "training_state.json").exists()
     original = json.loads((tmp_path / "out" / "all_results.json").read_text())
     assert original["eval_samples"] == 16
     # resuming from the checkpoint of the last epoch has nothing left to train: it evaluates once and finishes
-    train("--dataset_name", str(tmp_path / "tin"), "--image_size", "64", "--patch_size", "4", "--embed_dim", "16",
-          "--depths", "1", "1", "--num_heads", "1", "2", "--window_size", "8", "--per_device_train_batch_size", "8",
-          "--num_train_epochs", "2", "--warmup_epochs", "1", "--mix_off_first_epochs", "0",
-          "--mix_off_last_epochs", "0", "--dataloader_num_workers", "2", "--output_dir", str(tmp_path / "again"),
-          "--resume_from_checkpoint", str(tmp_path / "out" / "epoch_2"))
+    train(
+        "--dataset_name",
+        str(tmp_path / "tin"),
+        *TIN_RUN,
+        "--output_dir",
+        str(tmp_path / "again"),
+        "--resume_from_checkpoint",
+        str(tmp_path / "out" / "epoch_2"),
+    )
     again = json.loads((tmp_path / "again" / "all_results.json").read_text())
     assert (again["eval_accuracy"], again["eval_samples"], again["epoch"]) == (
-        original["eval_accuracy"], 16, original["epoch"])
+        original["eval_accuracy"],
+        16,
+        original["epoch"],
+    )
     assert again["eval_loss"] == pytest.approx(original["eval_loss"], rel=1e-6)
 
 
@@ -194,14 +277,36 @@ def test_fine_tune_a_converted_timm_checkpoint_with_a_new_head(tmp_path):
     from safetensors.torch import save_file
 
     reference = timm.models.swin_transformer.SwinTransformer(
-        img_size=32, patch_size=2, embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=4, num_classes=1000)
+        img_size=32, patch_size=2, embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=4, num_classes=1000
+    )
     save_file(reference.state_dict(), tmp_path / "timm.safetensors")
-    subprocess.run([sys.executable, "-m", "swin_tiny_hf.convert", "--source", "timm", "--checkpoint",
-                    str(tmp_path / "timm.safetensors"), "--output_dir", str(tmp_path / "converted"), "--image_size",
-                    "32"], check=True, env=ENV, cwd=ROOT, capture_output=True)
-    train("--dataset_name", "digits", "--model_name_or_path", str(tmp_path / "converted"), "--ignore_mismatched_sizes",
-          "--max_train_samples", "32", "--max_eval_samples", "16", "--per_device_train_batch_size", "16",
-          "--num_train_epochs", "1", "--warmup_epochs", "0", "--output_dir", str(tmp_path / "fine_tuned"))
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "swin_tiny_hf.convert",
+            "--source",
+            "timm",
+            "--checkpoint",
+            str(tmp_path / "timm.safetensors"),
+            "--output_dir",
+            str(tmp_path / "converted"),
+            "--image_size",
+            "32",
+        ],
+        check=True,
+        env=ENV,
+        cwd=ROOT,
+        capture_output=True,
+    )
+    train(
+        *SHORT_RUN,
+        "--model_name_or_path",
+        str(tmp_path / "converted"),
+        "--ignore_mismatched_sizes",
+        "--output_dir",
+        str(tmp_path / "fine_tuned"),
+    )
     config = json.loads((tmp_path / "fine_tuned" / "config.json").read_text())
     assert len(config["id2label"]) == 10 and config["image_size"] == 32
     weights = load_file(tmp_path / "fine_tuned" / "model.safetensors")
@@ -213,8 +318,13 @@ def test_readme_quickstart_reaches_95_percent_on_digits(tmp_path):
     """The README's first command, as written: the default Swin-T through `accelerate launch`, offline."""
     readme = (ROOT / "README.md").read_text()
     assert "bash scripts/quickstart.sh" in readme and "bash scripts/test.sh" in readme
-    result = subprocess.run(["bash", str(ROOT / "scripts" / "quickstart.sh"), "--output_dir", str(tmp_path)],
-                            capture_output=True, text=True, env=ENV, cwd=ROOT)
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "quickstart.sh"), "--output_dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     results = json.loads((tmp_path / "all_results.json").read_text())
     config = json.loads((tmp_path / "config.json").read_text())
@@ -224,9 +334,17 @@ def test_readme_quickstart_reaches_95_percent_on_digits(tmp_path):
 
 
 def test_tracking_to_tensorboard_and_bf16_autocast_on_cpu(tmp_path):
-    train("--dataset_name", "digits", *TINY_MODEL, "--max_train_samples", "32", "--max_eval_samples", "16",
-          "--per_device_train_batch_size", "16", "--num_train_epochs", "1", "--warmup_epochs", "0",
-          "--with_tracking", "--report_to", "tensorboard", "--mixed_precision", "bf16", "--output_dir", str(tmp_path))
+    train(
+        *SHORT_RUN,
+        *TINY_MODEL,
+        "--with_tracking",
+        "--report_to",
+        "tensorboard",
+        "--mixed_precision",
+        "bf16",
+        "--output_dir",
+        str(tmp_path),
+    )
     assert list(tmp_path.rglob("events.out.tfevents.*"))
     assert "| mixed_precision | bf16 |" in (tmp_path / "best" / "README.md").read_text()
     history = json.loads((tmp_path / "history.json").read_text())
@@ -235,9 +353,7 @@ def test_tracking_to_tensorboard_and_bf16_autocast_on_cpu(tmp_path):
 
 def test_torch_compile_run_saves_plain_loadable_weights(tmp_path):
     """--torch_compile trains through inductor; the saved model has the plain names and loads everywhere."""
-    train("--dataset_name", "digits", *TINY_MODEL, "--max_train_samples", "32", "--max_eval_samples", "16",
-          "--per_device_train_batch_size", "16", "--num_train_epochs", "1", "--warmup_epochs", "0",
-          "--torch_compile", "--output_dir", str(tmp_path))
+    train(*SHORT_RUN, *TINY_MODEL, "--torch_compile", "--output_dir", str(tmp_path))
     from swin_tiny_hf import SwinTinyForImageClassification
 
     weights = load_file(tmp_path / "model.safetensors")

@@ -22,7 +22,9 @@ ARGS_FILE = "args.json"
 _CHECKPOINT_NAME = re.compile(r"^(step|epoch)_(\d+)$")
 
 
-def save_checkpoint(accelerator: Accelerator, output_dir: str | os.PathLike, name: str, state: dict, args: dict) -> Path:
+def save_checkpoint(
+    accelerator: Accelerator, output_dir: str | os.PathLike, name: str, state: dict, args: dict
+) -> Path:
     """Save the full training state to output_dir/name atomically. Call on every process."""
     output_dir = Path(output_dir)
     final, temporary = output_dir / name, output_dir / f".tmp-{name}"

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from .modeling_swin_tiny import no_weight_decay_parameter_names
+from ..modeling_swin_tiny import no_weight_decay_parameter_names
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -35,7 +35,11 @@ def learning_rate_at(
 
 
 def warmup_cosine_scheduler(
-    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, min_lr: float, warmup_start_factor: float = 0.01
+    optimizer: torch.optim.Optimizer,
+    warmup_steps: int,
+    total_steps: int,
+    min_lr: float,
+    warmup_start_factor: float = 0.01,
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A LambdaLR that applies `learning_rate_at`; step it once per optimizer step."""
     base_lr = optimizer.param_groups[0]["lr"]

@@ -11,17 +11,12 @@ replays exactly what the uninterrupted run would have drawn.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from transformers import BaseImageProcessor
 
 from .batch_augmentation import ReferenceTrainAugmentation
 from .data import decode_rgb
-
-
-def batch_seed(seed: int, epoch: int, rows: list[int], stream: int = 0) -> int:
-    """A 63-bit seed that depends on the run's seed, the epoch, the batch's rows and a stream id."""
-    return int(np.random.SeedSequence([seed, epoch, stream, *rows]).generate_state(2, np.uint64)[0] >> 1)
+from .seeding import batch_seed
 
 
 class TrainTransform:

@@ -121,12 +121,20 @@ class BatchColorJitter:
     ADJUSTMENTS = (adjust_brightness_, adjust_contrast_, adjust_saturation_, adjust_hue_)
 
     def __init__(self, brightness: float, contrast: float, saturation: float, hue: float):
-        for name, value, limit in (("brightness", brightness, None), ("contrast", contrast, None),
-                                   ("saturation", saturation, None), ("hue", hue, 0.5)):
+        for name, value, limit in (
+            ("brightness", brightness, None),
+            ("contrast", contrast, None),
+            ("saturation", saturation, None),
+            ("hue", hue, 0.5),
+        ):
             if value < 0 or (limit is not None and value > limit):
                 raise ValueError(f"{name} must lie in [0, {limit or 'inf'}], got {value}.")
-        self.ranges = [(1 - brightness, 1 + brightness), (1 - contrast, 1 + contrast),
-                       (1 - saturation, 1 + saturation), (-hue, hue)]
+        self.ranges = [
+            (1 - brightness, 1 + brightness),
+            (1 - contrast, 1 + contrast),
+            (1 - saturation, 1 + saturation),
+            (-hue, hue),
+        ]
 
     def draw(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 4) factors in the order of ADJUSTMENTS, (B, 4) order: order[i, k] is image i's k-th adjustment."""
@@ -165,8 +173,14 @@ class BatchRandAugment:
     operation uniformly and flips the sign of a signed magnitude with probability 1/2.
     """
 
-    def __init__(self, num_ops: int = 2, magnitude: int = 9, num_magnitude_bins: int = 31,
-                 interpolation: InterpolationMode = InterpolationMode.NEAREST, fill=None):
+    def __init__(
+        self,
+        num_ops: int = 2,
+        magnitude: int = 9,
+        num_magnitude_bins: int = 31,
+        interpolation: InterpolationMode = InterpolationMode.NEAREST,
+        fill=None,
+    ):
         self.policy = v2.RandAugment(num_ops, magnitude, num_magnitude_bins, interpolation, fill)  # validates
         self.names = list(self.policy._AUGMENTATION_SPACE)
         self.signed = torch.tensor([self.policy._AUGMENTATION_SPACE[name][1] for name in self.names])
@@ -196,8 +210,11 @@ class BatchRandAugment:
             for key, group in _runs(keys[order]):
                 name, sign = self.names[key // 2], -1.0 if key % 2 else 1.0
                 x[group] = self.policy._apply_image_or_video_transform(
-                    x[group], name, sign * self.magnitude(name, height, width),
-                    self.policy.interpolation, self.policy._fill,
+                    x[group],
+                    name,
+                    sign * self.magnitude(name, height, width),
+                    self.policy.interpolation,
+                    self.policy._fill,
                 )
         return torch.index_select(x, 0, position.argsort(), out=spare)  # back to the input order
 
@@ -212,8 +229,14 @@ class BatchRandomResizedCrop:
     ratio from `ratio`, the first crop that fits, else a central crop; then torchvision's resized_crop.
     """
 
-    def __init__(self, size: int, scale: tuple[float, float] = (0.08, 1.0),
-                 ratio: tuple[float, float] = (3 / 4, 4 / 3), antialias: bool = True, attempts: int = 10):
+    def __init__(
+        self,
+        size: int,
+        scale: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        antialias: bool = True,
+        attempts: int = 10,
+    ):
         if not (0 < scale[0] <= scale[1]) or not (0 < ratio[0] <= ratio[1]):
             raise ValueError(f"scale and ratio must be increasing positive pairs, got scale={scale}, ratio={ratio}.")
         self.size, self.scale, self.ratio, self.antialias, self.attempts = size, scale, ratio, antialias, attempts
@@ -224,7 +247,8 @@ class BatchRandomResizedCrop:
         H, W = heights.double().unsqueeze(1), widths.double().unsqueeze(1)  # (B, 1)
         area = H * W * torch.empty(batch, self.attempts, dtype=torch.float64).uniform_(*self.scale)  # (B, attempts)
         log_ratio = torch.empty(batch, self.attempts, dtype=torch.float64).uniform_(
-            math.log(self.ratio[0]), math.log(self.ratio[1]))
+            math.log(self.ratio[0]), math.log(self.ratio[1])
+        )
         w = (area * log_ratio.exp()).sqrt().round()
         h = (area / log_ratio.exp()).sqrt().round()
         fits = (w > 0) & (w <= W) & (h > 0) & (h <= H)
@@ -246,10 +270,12 @@ class BatchRandomResizedCrop:
     def __call__(self, images: list[torch.Tensor]) -> torch.Tensor:
         """list of (3, H_i, W_i) -> (B, 3, size, size), same dtype."""
         boxes = self.draw(torch.tensor([i.shape[-2] for i in images]), torch.tensor([i.shape[-1] for i in images]))
-        return torch.stack([
-            F.resized_crop(image, top, left, h, w, [self.size, self.size], antialias=self.antialias)
-            for image, (top, left, h, w) in zip(images, boxes.tolist())
-        ])
+        return torch.stack(
+            [
+                F.resized_crop(image, top, left, h, w, [self.size, self.size], antialias=self.antialias)
+                for image, (top, left, h, w) in zip(images, boxes.tolist())
+            ]
+        )
 
 
 class ReferenceTrainAugmentation:
@@ -260,8 +286,15 @@ class ReferenceTrainAugmentation:
     scale=(0.02, 0.2), random values). Randomness comes from torch's global RNG: seed it per batch.
     """
 
-    def __init__(self, image_size: int, mean: list[float], std: list[float], randaugment_magnitude: int = 5,
-                 hflip_prob: float = 0.5, erasing_prob: float = 0.1):
+    def __init__(
+        self,
+        image_size: int,
+        mean: list[float],
+        std: list[float],
+        randaugment_magnitude: int = 5,
+        hflip_prob: float = 0.5,
+        erasing_prob: float = 0.1,
+    ):
         for name, value in (("hflip_prob", hflip_prob), ("erasing_prob", erasing_prob)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {value}.")

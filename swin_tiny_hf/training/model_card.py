@@ -10,7 +10,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-DEFAULT_TEMPLATE = Path(__file__).resolve().parent.parent / "model_card.md"
+DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "model_card.md"
 
 
 def render_model_card(

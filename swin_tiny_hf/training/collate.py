@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
-from .transforms import batch_seed
+from .seeding import batch_seed
 
 
 def smooth_one_hot(labels: torch.Tensor, num_classes: int, smoothing: float) -> torch.Tensor:
@@ -46,12 +46,19 @@ class MixupCutmixCollator:
     ):
         if num_classes < 2:
             raise ValueError(f"num_classes must be at least 2, got {num_classes}.")
-        for name, value in (("mixup_prob", mixup_prob), ("cutmix_prob", cutmix_prob), ("label_smoothing", label_smoothing)):
+        for name, value in (
+            ("mixup_prob", mixup_prob),
+            ("cutmix_prob", cutmix_prob),
+            ("label_smoothing", label_smoothing),
+        ):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {value}.")
         if mixup_prob + cutmix_prob > 1.0:
             raise ValueError(f"mixup_prob + cutmix_prob must be at most 1, got {mixup_prob} + {cutmix_prob}.")
-        for name, value, prob in (("mixup_alpha", mixup_alpha, mixup_prob), ("cutmix_alpha", cutmix_alpha, cutmix_prob)):
+        for name, value, prob in (
+            ("mixup_alpha", mixup_alpha, mixup_prob),
+            ("cutmix_alpha", cutmix_alpha, cutmix_prob),
+        ):
             if prob > 0 and value <= 0:
                 raise ValueError(f"{name} must be positive when its probability is > 0, got {value}.")
         self.num_classes = num_classes

@@ -1,0 +1,15 @@
+"""The training recipe that `train.py` runs: everything a saved model does not need.
+
+- `data.py`: loading image-classification datasets (Hub, digits, save_to_disk, image folders) and decoding.
+- `transforms.py`: the lazy `with_transform` transforms of the training and validation splits.
+- `batch_augmentation.py`: the reference augmentation, run on a whole batch with per-image parameters.
+- `collate.py`: the Mixup/CutMix collator with label smoothing, and the evaluation collator.
+- `seeding.py`: per-batch seeds, so that augmentation and mixing replay exactly on resume.
+- `optimization.py`: AdamW parameter groups and the warmup + cosine learning-rate schedule.
+- `checkpointing.py`: crash-safe checkpoint folders.
+- `model_card.py`: the model card of a saved model folder.
+- `top_k_accuracy.py`: an offline `evaluate` metric.
+
+The model modules (`swin_tiny_hf/*.py`) never import this package: a saved model folder carries the
+model's files only.
+"""
