@@ -16,6 +16,11 @@ from dataclasses import fields
 
 from transformers import PreTrainedConfig
 
+try:  # transformers >= 5.x keeps it at the top level; the older path warns
+    from transformers.backbone_utils import BackboneConfigMixin
+except ImportError:  # pragma: no cover
+    from transformers.utils.backbone_utils import BackboneConfigMixin
+
 # Keyword arguments that transformers itself passes to a config's __post_init__ (from config.json
 # or from `from_pretrained(..., **kwargs)`); anything else that is not a field is a typo.
 _TRANSFORMERS_KWARGS = frozenset(
@@ -31,11 +36,16 @@ _TRANSFORMERS_KWARGS = frozenset(
         "per_layer_config",
         "model_type",
         "auto_map",
+        "use_cache",  # transformers' Trainer sets it on every model's config, so saved configs carry it
+        # the backbone's outputs (BackboneConfigMixin), and the stage names it derives (kept in config.json)
+        "out_features",
+        "out_indices",
+        "stage_names",
     }
 )
 
 
-class SwinTinyConfig(PreTrainedConfig):
+class SwinTinyConfig(BackboneConfigMixin, PreTrainedConfig):
     r"""Configuration of a Swin Transformer for small images.
 
     Args:
@@ -60,6 +70,13 @@ class SwinTinyConfig(PreTrainedConfig):
         initializer_range (`float`, defaults to 0.02): std of the truncated normal init of linear layers and bias
             tables.
         num_labels (`int`, defaults to 200): classes of the classification head.
+        out_features (`list[str]`, *optional*): the feature maps `SwinTinyBackbone` returns, by stage name: "stem"
+            (the patch embedding) or "stage1" ... "stageN" (the output of stage i, before its patch merging), in
+            order. Defaults to the last stage. Classification models ignore it.
+        out_indices (`list[int]`, *optional*): the same as indices into `stage_names` (0 is "stem"); give either,
+            or both if they agree.
+        wordnet_ids (`list[str]`, *optional*): the WordNet id of each class, in class order, when the classes are
+            ImageNet synsets; `id2label` then holds their readable names (see `imagenet_classes.py`).
     """
 
     model_type = "swin_tiny"
@@ -80,6 +97,10 @@ class SwinTinyConfig(PreTrainedConfig):
     patch_norm: bool = True
     layer_norm_eps: float = 1e-5
     initializer_range: float = 0.02
+    wordnet_ids: list[str] | None = None
+    # The backbone's outputs; set through out_features / out_indices (BackboneConfigMixin's properties).
+    _out_features: list[str] | None = None
+    _out_indices: list[int] | None = None
 
     def __post_init__(self, **kwargs):
         unknown = sorted(set(kwargs) - _TRANSFORMERS_KWARGS)
@@ -102,7 +123,21 @@ class SwinTinyConfig(PreTrainedConfig):
             [self.window_size] * len(self.depths) if isinstance(self.window_size, int) else list(self.window_size)
         )
         self._validate_sizes()
+        kwargs.pop("stage_names", None)  # derived from depths, never read from config.json
+        self.stage_names = ["stem"] + [f"stage{i}" for i in range(1, len(self.depths) + 1)]
+        out_features, out_indices = kwargs.pop("out_features", None), kwargs.pop("out_indices", None)
+        if out_features is None and out_indices is None:  # keep what the dataclass was given (copy, replace)
+            out_features, out_indices = self._out_features, self._out_indices
+        self._validate_backbone_outputs(out_features, out_indices)
+        self.set_output_features_output_indices(out_features=out_features, out_indices=out_indices)
         super().__post_init__(**kwargs)
+        if self.wordnet_ids is not None:
+            ids = self.wordnet_ids
+            if not isinstance(ids, (list, tuple)) or not all(isinstance(i, str) for i in ids):
+                raise ValueError(f"wordnet_ids must be a list of strings (one per class), got {ids!r}.")
+            if len(ids) != self.num_labels:
+                raise ValueError(f"wordnet_ids has {len(ids)} entries but the model has {self.num_labels} labels.")
+            self.wordnet_ids = list(ids)
 
     # ----------------------------------------------------------------------------------------- derived sizes
     @property
@@ -178,5 +213,49 @@ class SwinTinyConfig(PreTrainedConfig):
         if self.initializer_range <= 0:
             raise ValueError(f"initializer_range={self.initializer_range} must be positive.")
 
+    def _validate_backbone_outputs(self, out_features, out_indices) -> None:
+        """out_features: stage names in order without repeats; out_indices: the same as indices; they must agree."""
+        names = self.stage_names
+        if out_features is not None:
+            if not isinstance(out_features, (list, tuple)) or not all(isinstance(n, str) for n in out_features):
+                raise ValueError(f"out_features must be a list of stage names from {names}, got {out_features!r}.")
+            unknown = [n for n in out_features if n not in names]
+            if unknown:
+                raise ValueError(
+                    f"out_features={list(out_features)} names {unknown}, which this model does not have: its stages "
+                    f"are {names} ({len(self.depths)} stages from depths={self.depths})."
+                )
+            if list(out_features) != [n for n in names if n in out_features] or len(set(out_features)) != len(
+                out_features
+            ):
+                ordered = [n for n in names if n in out_features]
+                raise ValueError(
+                    f"out_features={list(out_features)} must list stages once each, shallow to deep: {ordered}."
+                )
+        if out_indices is not None:
+            if not isinstance(out_indices, (list, tuple)) or not all(
+                isinstance(i, int) and not isinstance(i, bool) for i in out_indices
+            ):
+                raise ValueError(f"out_indices must be a list of integers, got {out_indices!r}.")
+            bad = [i for i in out_indices if not -len(names) <= i < len(names)]
+            if bad:
+                raise ValueError(
+                    f"out_indices={list(out_indices)} has {bad}, outside [0, {len(names)}) for stages {names}."
+                )
+            positive = [i % len(names) for i in out_indices]
+            if positive != sorted(set(positive)):
+                raise ValueError(
+                    f"out_indices={list(out_indices)} must list stages once each, shallow to deep: "
+                    f"{sorted(set(positive))}."
+                )
+            if out_features is not None and [names[i] for i in positive] != list(out_features):
+                raise ValueError(
+                    f"out_features={list(out_features)} and out_indices={list(out_indices)} name different stages "
+                    f"({[names[i] for i in positive]}); give one of them."
+                )
+
+
+# config.save_pretrained writes auto_map (see modeling_swin_tiny.py)
+SwinTinyConfig.register_for_auto_class()
 
 __all__ = ["SwinTinyConfig"]

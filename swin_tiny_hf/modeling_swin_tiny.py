@@ -6,11 +6,22 @@ permute both splits heads and gathers windows; one permute after attention merge
 The linears that act on the map (qkv, proj, MLP, patch merging) are `ChannelsLastLinear`: plain
 `nn.Linear` parameters, run as 1x1 convolutions on CPU, where oneDNN is faster than MKL's sgemm.
 
+Classes: `SwinTinyModel` (the trunk, final norm and pooling), `SwinTinyForImageClassification` (plus a
+linear classifier) and `SwinTinyBackbone` (per-stage feature maps for detection and segmentation heads,
+through transformers' `BackboneMixin`). The three share one state-dict layout for the trunk, so any
+folder we save opens with `AutoModel`, `AutoModelForImageClassification` and `AutoBackbone`.
+
+Under `torch.export` (and so `torch.onnx.export`) the model runs attention as explicit matmul + softmax
+and its linears as plain matrix products: the same arithmetic in portable ops, which survive the
+exporter's decompositions (a fused attention kernel's output strides change there, and a view of it fails).
+
 Module names (the state-dict layout) are listed in `convert.py`, which maps timm's and
 transformers' checkpoints onto them.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -18,12 +29,25 @@ from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
-from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling, ImageClassifierOutput
+
+try:  # transformers >= 5.x keeps it at the top level; the older path warns
+    from transformers.backbone_utils import BackboneMixin
+except ImportError:  # pragma: no cover
+    from transformers.utils.backbone_utils import BackboneMixin
 
 from .configuration_swin_tiny import SwinTinyConfig
 from .windows import relative_position_index, shift_attention_mask
 
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
+# Written into every saved config.json: any folder we save opens with each of these Auto classes, as
+# remote code where this package is not installed (transformers itself writes only the saved class's).
+AUTO_MAP = {
+    "AutoConfig": "configuration_swin_tiny.SwinTinyConfig",
+    "AutoModel": "modeling_swin_tiny.SwinTinyModel",
+    "AutoModelForImageClassification": "modeling_swin_tiny.SwinTinyForImageClassification",
+    "AutoBackbone": "modeling_swin_tiny.SwinTinyBackbone",
+}
 
 
 def drop_path(x: torch.Tensor, rate: float, training: bool) -> torch.Tensor:
@@ -54,11 +78,12 @@ class ChannelsLastLinear(nn.Linear):
     (tokens x channels) shapes oneDNN is about 2x faster forward and 1.7x forward + backward on the
     AVX-512 CPU of BENCHMARKS.md (there MKL takes its AVX2 path: it does not use AVX-512 on AMD). A
     channels-last (B, H, W, C) map already is the NHWC layout a 1x1 convolution reads and writes, so
-    the two permutes below are views, not copies. Other inputs (2-D, CUDA) take the plain `nn.Linear`.
+    the two permutes below are views, not copies. Other inputs (2-D, CUDA) and exported graphs (ONNX
+    has plain matrix products for this) take the plain `nn.Linear`.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.device.type != "cpu":
+        if x.ndim != 4 or x.device.type != "cpu" or torch.compiler.is_exporting():
             return super().forward(x)
         weight = self.weight[:, :, None, None]  # (out, in) -> (out, in, 1, 1), a view
         x = F.conv2d(x.permute(0, 3, 1, 2), weight, self.bias)  # (B, C, H, W) in NHWC memory -> (B, out, H, W)
@@ -186,7 +211,8 @@ class WindowAttention(nn.Module):
 
         implementation = self.config._attn_implementation or "sdpa"
         weights = None
-        if output_attentions or implementation == "eager":
+        # Exported graphs take the explicit math: see the module docstring.
+        if output_attentions or implementation == "eager" or torch.compiler.is_exporting():
             out, weights = eager_window_attention(q, k, v, mask, dropout)
             weights = weights.view(B, nWh * nWw, heads, M * M, M * M)  # (B, nW, heads, N, N)
         elif implementation == "sdpa":
@@ -324,15 +350,30 @@ class SwinTinyPreTrainedModel(PreTrainedModel):
         # config._attn_implementation on every call, so switching at any time is safe.
         return True
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, with an `auto_map` for every Auto class (see AUTO_MAP)."""
+        self.config.auto_map = dict(AUTO_MAP)
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """Truncated normal (std initializer_range) for linear/conv weights and bias tables, as in the paper.
+        """The original Swin's (and timm's) initialisation.
 
-        Also rebuilds the derived buffers: `from_pretrained` builds the model on the meta device, and
-        non-persistent buffers are not in the checkpoint.
+        Linear weights and relative position bias tables: truncated normal, std initializer_range; linear
+        biases 0; LayerNorm 1 and 0; the patch-embedding convolution keeps PyTorch's own init (Kaiming
+        uniform, a=sqrt(5)), which the original leaves in place. Also rebuilds the derived buffers:
+        `from_pretrained` builds the model on the meta device, and non-persistent buffers are not in
+        the checkpoint.
         """
         std = self.config.initializer_range
-        if isinstance(module, (nn.Linear, nn.Conv2d)):
+        if isinstance(module, nn.Conv2d):
+            # nn.Conv2d.reset_parameters, through transformers' init (which skips loaded weights)
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            if module.bias is not None:
+                fan_in = module.weight.shape[1] * module.weight.shape[2] * module.weight.shape[3]
+                bound = 1 / math.sqrt(fan_in)
+                init.uniform_(module.bias, -bound, bound)
+        elif isinstance(module, nn.Linear):
             init.trunc_normal_(module.weight, std=std)
             if module.bias is not None:
                 init.zeros_(module.bias)
@@ -370,7 +411,52 @@ def check_pixel_values(pixel_values: torch.Tensor, config: SwinTinyConfig) -> No
         )
 
 
-class SwinTinyModel(SwinTinyPreTrainedModel):
+def reject_unexpected_arguments(model: nn.Module, kwargs: dict) -> None:
+    """forward takes **kwargs only so that transformers' clients can pass what they know; a typo is an error."""
+    if kwargs:
+        raise ValueError(f"{type(model).__name__}.forward got unexpected arguments {sorted(kwargs)}.")
+
+
+class SwinTrunk:
+    """The layers that `SwinTinyModel` and `SwinTinyBackbone` share: patch embedding and stages.
+
+    A mixin, not a module: it puts its modules on the model itself, so both models keep the state-dict
+    names `embeddings.*` and `stages.*` and load each other's weights.
+    """
+
+    def build_trunk(self, config: SwinTinyConfig) -> None:
+        self.embeddings = PatchEmbedding(config)
+        self.embedding_dropout = nn.Dropout(config.hidden_dropout_prob)
+        total = sum(config.depths)
+        # Block i of N gets rate * i / (N - 1): 0 for the first block, drop_path_rate for the last.
+        rates = [config.drop_path_rate * i / max(total - 1, 1) for i in range(total)]
+        starts = [sum(config.depths[:i]) for i in range(config.num_layers)]
+        self.stages = nn.ModuleList(
+            SwinStage(config, i, rates[starts[i] : starts[i] + config.depths[i]]) for i in range(config.num_layers)
+        )
+
+    def run_trunk(
+        self, pixel_values: torch.Tensor, output_attentions: bool
+    ) -> tuple[torch.Tensor, list[torch.Tensor], tuple[torch.Tensor, ...] | None]:
+        """pixel_values (B, C_in, H, W) ->
+        - the last stage's output (B, H_n, W_n, C_n), channels-last;
+        - the stage maps: the patch embedding (B, H/p, W/p, D), then each stage's output before its patch
+          merging (B, H_i, W_i, C_i), channels-last ("stem", "stage1", ...);
+        - the attention weights of every block, if asked.
+        """
+        check_pixel_values(pixel_values, self.config)
+        x = self.embedding_dropout(self.embeddings(pixel_values))  # (B, H/p, W/p, D)
+        stage_maps = [x]
+        attentions = () if output_attentions else None
+        for stage in self.stages:
+            stage_output, x, stage_attentions = stage(x, output_attentions)
+            stage_maps.append(stage_output)  # (B, H_i, W_i, C_i)
+            if output_attentions:
+                attentions += stage_attentions
+        return stage_maps[-1], stage_maps, attentions
+
+
+class SwinTinyModel(SwinTrunk, SwinTinyPreTrainedModel):
     """Swin backbone: patch embedding, four stages, final LayerNorm and average pooling.
 
     Outputs `BaseModelOutputWithPooling` with last_hidden_state (B, tokens, C) and pooler_output (B, C);
@@ -381,15 +467,7 @@ class SwinTinyModel(SwinTinyPreTrainedModel):
 
     def __init__(self, config: SwinTinyConfig):
         super().__init__(config)
-        self.embeddings = PatchEmbedding(config)
-        self.embedding_dropout = nn.Dropout(config.hidden_dropout_prob)
-        total = sum(config.depths)
-        # Block i of N gets rate * i / (N - 1): 0 for the first block, drop_path_rate for the last.
-        rates = [config.drop_path_rate * i / max(total - 1, 1) for i in range(total)]
-        starts = [sum(config.depths[:i]) for i in range(config.num_layers)]
-        self.stages = nn.ModuleList(
-            SwinStage(config, i, rates[starts[i] : starts[i] + config.depths[i]]) for i in range(config.num_layers)
-        )
+        self.build_trunk(config)
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
 
@@ -401,24 +479,15 @@ class SwinTinyModel(SwinTinyPreTrainedModel):
         return_dict: bool | None = None,
         **kwargs,
     ) -> BaseModelOutputWithPooling | tuple:
-        if kwargs:
-            raise ValueError(f"SwinTinyModel.forward got unexpected arguments {sorted(kwargs)}.")
-        check_pixel_values(pixel_values, self.config)
+        reject_unexpected_arguments(self, kwargs)
         output_hidden_states = (
             self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
         )
         output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
         return_dict = self.config.return_dict if return_dict is None else return_dict
 
-        x = self.embedding_dropout(self.embeddings(pixel_values))  # (B, H/p, W/p, D)
-        hidden_states = (x.flatten(1, 2),) if output_hidden_states else None
-        attentions = () if output_attentions else None
-        for stage in self.stages:
-            stage_output, x, stage_attentions = stage(x, output_attentions)
-            if output_hidden_states:
-                hidden_states += (stage_output.flatten(1, 2),)  # (B, H_i*W_i, C_i)
-            if output_attentions:
-                attentions += stage_attentions
+        x, stage_maps, attentions = self.run_trunk(pixel_values, output_attentions)
+        hidden_states = tuple(m.flatten(1, 2) for m in stage_maps) if output_hidden_states else None  # (B, HW, C)
         last_hidden_state = self.norm(x.flatten(1, 2))  # (B, tokens, C)
         pooled = last_hidden_state.mean(dim=1)  # (B, C)
         output = BaseModelOutputWithPooling(
@@ -430,7 +499,12 @@ class SwinTinyModel(SwinTinyPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
-def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: SwinTinyConfig) -> torch.Tensor:
+def classification_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    config: SwinTinyConfig,
+    num_items_in_batch: int | torch.Tensor | None = None,
+) -> torch.Tensor:
     """Loss for the classifier head.
 
     - integer labels (B,): cross-entropy;
@@ -438,34 +512,53 @@ def classification_loss(logits: torch.Tensor, labels: torch.Tensor, config: Swin
     - problem_type "multi_label_classification": BCE with logits on float (B, num_labels);
     - problem_type "regression": mean squared error.
 
+    Without `num_items_in_batch` the loss is the mean over the batch (over label entries for BCE and
+    MSE). With it, as transformers' Trainer passes it under gradient accumulation, the loss is the
+    batch's summed loss divided by the items of the whole accumulated step, so that the micro-batches'
+    gradients add up to the full batch's. Items are counted as Trainer counts them, as label entries:
+    samples for class ids; samples x num_labels for (B, num_labels) targets, of which a soft-target
+    cross-entropy counts one per sample.
+
     transformers' `ForSequenceClassificationLoss` would read float labels as multi-label and also
     writes `problem_type` into the config; neither is wanted here.
     """
     num_labels = config.num_labels
     labels = labels.to(logits.device)
+    entries_per_term = 1  # label entries that one term of `losses` stands for
     if config.problem_type == "regression":
-        return F.mse_loss(logits.squeeze(-1) if num_labels == 1 else logits, labels.to(logits.dtype))
-    if config.problem_type == "multi_label_classification":
+        losses = F.mse_loss(
+            logits.squeeze(-1) if num_labels == 1 else logits, labels.to(logits.dtype), reduction="none"
+        )
+    elif config.problem_type == "multi_label_classification":
         if labels.shape != logits.shape:
             raise ValueError(f"multi-label labels must have shape {tuple(logits.shape)}, got {tuple(labels.shape)}.")
-        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
-    if labels.is_floating_point():
+        losses = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none")
+    elif labels.is_floating_point():
         if labels.shape != logits.shape:
             raise ValueError(
                 f"soft-target labels must have shape (batch, num_labels) = {tuple(logits.shape)}, "
                 f"got {tuple(labels.shape)}."
             )
-        return F.cross_entropy(logits.float(), labels.float())
-    if labels.shape != logits.shape[:1]:
-        raise ValueError(f"class-id labels must have shape ({logits.shape[0]},), got {tuple(labels.shape)}.")
-    if labels.numel() and (labels.min() < 0 or labels.max() >= num_labels):
-        low, high = int(labels.min()), int(labels.max())
-        raise ValueError(f"class-id labels must lie in [0, {num_labels}), got values from {low} to {high}.")
-    return F.cross_entropy(logits.float(), labels)
+        losses = F.cross_entropy(logits.float(), labels.float(), reduction="none")  # (B,)
+        entries_per_term = num_labels
+    else:
+        if labels.shape != logits.shape[:1]:
+            raise ValueError(f"class-id labels must have shape ({logits.shape[0]},), got {tuple(labels.shape)}.")
+        if labels.numel() and (labels.min() < 0 or labels.max() >= num_labels):
+            low, high = int(labels.min()), int(labels.max())
+            raise ValueError(f"class-id labels must lie in [0, {num_labels}), got values from {low} to {high}.")
+        losses = F.cross_entropy(logits.float(), labels, reduction="none")  # (B,)
+    if num_items_in_batch is None:
+        return losses.mean()
+    return losses.sum() / (num_items_in_batch / entries_per_term)
 
 
 class SwinTinyForImageClassification(SwinTinyPreTrainedModel):
     """Swin backbone with a linear classifier on the pooled features; returns `ImageClassifierOutput`."""
+
+    # transformers' Trainer passes num_items_in_batch (and then leaves the gradient-accumulation scaling
+    # to the model) to models that accept loss keyword arguments.
+    accepts_loss_kwargs = True
 
     def __init__(self, config: SwinTinyConfig):
         super().__init__(config)
@@ -480,21 +573,83 @@ class SwinTinyForImageClassification(SwinTinyPreTrainedModel):
         output_hidden_states: bool | None = None,
         output_attentions: bool | None = None,
         return_dict: bool | None = None,
+        num_items_in_batch: int | torch.Tensor | None = None,
         **kwargs,
     ) -> ImageClassifierOutput | tuple:
+        """
+        Args:
+            pixel_values: (B, C_in, image_size, image_size), normalised by the model's image processor.
+            labels: (B,) class ids, or (B, num_labels) float targets; see `classification_loss`.
+            num_items_in_batch: label entries in the whole accumulated step (what transformers' Trainer passes
+                under gradient accumulation); the loss is then summed over the batch and divided by it.
+        """
+        reject_unexpected_arguments(self, kwargs)
         return_dict = self.config.return_dict if return_dict is None else return_dict
         outputs = self.swin(
             pixel_values,
             output_hidden_states=output_hidden_states,
             output_attentions=output_attentions,
             return_dict=True,
-            **kwargs,
         )
         logits = self.classifier(outputs.pooler_output)  # (B, num_labels)
-        loss = classification_loss(logits, labels, self.config) if labels is not None else None
+        loss = None
+        if labels is not None:
+            loss = classification_loss(logits, labels, self.config, num_items_in_batch)
         output = ImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
+        return output if return_dict else output.to_tuple()
+
+
+class SwinTinyBackbone(SwinTrunk, BackboneMixin, SwinTinyPreTrainedModel):
+    """Hierarchical feature maps for dense prediction heads (FPN, UperNet, Mask R-CNN, ...).
+
+    The trunk of `SwinTinyModel` (same weights, same state-dict names, so a classifier's folder loads as
+    a backbone; only the per-stage norms are new), returning the stages named in `config.out_features`
+    ("stem", "stage1" ... "stage4") as `BackboneOutput.feature_maps`, each (B, C_i, H_i, W_i) after a
+    LayerNorm of its own, as transformers' `SwinBackbone` does. `channels` lists C_i per output.
+    With output_hidden_states, `hidden_states` are `SwinTinyModel`'s: the stem and each stage's
+    output, (B, H_i*W_i, C_i), before the norms.
+    """
+
+    # A classifier's checkpoint has a final norm and a head that a backbone has no use for.
+    _keys_to_ignore_on_load_unexpected = [r"^(swin\.)?norm\.", r"^classifier\."]
+
+    def __init__(self, config: SwinTinyConfig):
+        super().__init__(config)
+        self.build_trunk(config)
+        # channels of "stem", "stage1", ...: the embedding's, then each stage's output
+        self.num_features = [config.embed_dim] + [config.embed_dim * 2**i for i in range(config.num_layers)]
+        self.hidden_states_norms = nn.ModuleDict(
+            {
+                name: nn.LayerNorm(channels, eps=config.layer_norm_eps)
+                for name, channels in zip(self.out_features, self.channels)
+            }
+        )
+        self.post_init()
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> BackboneOutput | tuple:
+        reject_unexpected_arguments(self, kwargs)
+        output_hidden_states = (
+            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        )
+        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
+        return_dict = self.config.return_dict if return_dict is None else return_dict
+
+        _, stage_maps, attentions = self.run_trunk(pixel_values, output_attentions)
+        feature_maps = tuple(
+            self.hidden_states_norms[name](stage_maps[index]).permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
+            for name, index in zip(self.out_features, self.out_indices)
+        )
+        hidden_states = tuple(m.flatten(1, 2) for m in stage_maps) if output_hidden_states else None  # (B, HW, C)
+        output = BackboneOutput(feature_maps=feature_maps, hidden_states=hidden_states, attentions=attentions)
         return output if return_dict else output.to_tuple()
 
 
@@ -511,9 +666,17 @@ def no_weight_decay_parameter_names(model: nn.Module) -> set[str]:
     }
 
 
+# save_pretrained writes auto_map and copies this file (and its relative imports) beside the weights, so
+# that a saved folder loads with trust_remote_code=True where this package is not installed. Registered
+# here, not in the package's __init__, so that a class loaded as remote code saves its code too.
+SwinTinyModel.register_for_auto_class("AutoModel")
+SwinTinyForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+SwinTinyBackbone.register_for_auto_class("AutoBackbone")
+
 __all__ = [
     "SwinTinyPreTrainedModel",
     "SwinTinyModel",
     "SwinTinyForImageClassification",
+    "SwinTinyBackbone",
     "no_weight_decay_parameter_names",
 ]

@@ -49,9 +49,12 @@ def test_save_writes_weights_config_code_and_processor(saved):
     assert {"configuration_swin_tiny.py", "modeling_swin_tiny.py", "windows.py"} <= names
     config = json.loads((folder / "config.json").read_text())
     assert config["model_type"] == "swin_tiny"
+    # every Auto class opens every folder we save (a classifier's trunk as AutoModel or AutoBackbone)
     assert config["auto_map"] == {
         "AutoConfig": "configuration_swin_tiny.SwinTinyConfig",
+        "AutoModel": "modeling_swin_tiny.SwinTinyModel",
         "AutoModelForImageClassification": "modeling_swin_tiny.SwinTinyForImageClassification",
+        "AutoBackbone": "modeling_swin_tiny.SwinTinyBackbone",
     }
     # derived buffers are not in the checkpoint
     from safetensors import safe_open

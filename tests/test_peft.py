@@ -1,0 +1,64 @@
+"""PEFT's LoRA, a client we did not write, on the attention and MLP projections."""
+
+import pytest
+import torch
+
+from swin_tiny_hf import SwinTinyForImageClassification
+from swin_tiny_hf.modeling_swin_tiny import ChannelsLastLinear
+
+from conftest import tiny_config
+
+peft = pytest.importorskip("peft")
+TARGETS = ["qkv", "proj", "fc1", "fc2"]
+
+
+def lora_model(base):
+    config = peft.LoraConfig(r=4, lora_alpha=8, target_modules=TARGETS, modules_to_save=["classifier"])
+    return peft.get_peft_model(base, config)
+
+
+def test_lora_trains_saves_loads_and_merges(tmp_path, pixel_values):
+    torch.manual_seed(0)
+    base = SwinTinyForImageClassification(tiny_config(drop_path_rate=0.0))
+    base.save_pretrained(tmp_path / "base")
+    model = lora_model(base)
+    wrapped = [n for n, m in model.named_modules() if isinstance(m, peft.tuners.lora.LoraLayer)]
+    # 6 blocks x (qkv, proj, fc1, fc2); the patch embedding's "projection" is not a target
+    assert len(wrapped) == 24 and not any("embeddings" in n for n in wrapped)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or "classifier" in n for n in trainable)
+    frozen = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    labels = torch.tensor([0, 1, 2])
+    model.train()
+    losses = []
+    for _ in range(8):
+        loss = model(pixel_values=pixel_values, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)  # base untouched
+
+    model.eval()
+    with torch.no_grad():
+        expected = model(pixel_values=pixel_values).logits
+    model.save_pretrained(tmp_path / "adapter")
+    saved = {p.name for p in (tmp_path / "adapter").iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= saved
+    adapter_bytes = (tmp_path / "adapter" / "adapter_model.safetensors").stat().st_size
+    base_bytes = (tmp_path / "base" / "model.safetensors").stat().st_size
+    assert adapter_bytes < base_bytes / 2  # the adapter and the head, not the whole model
+
+    reloaded = peft.PeftModel.from_pretrained(
+        SwinTinyForImageClassification.from_pretrained(tmp_path / "base"), tmp_path / "adapter"
+    ).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(pixel_values=pixel_values).logits, expected, rtol=0, atol=1e-6)
+        merged = reloaded.merge_and_unload().eval()
+        assert type(merged) is SwinTinyForImageClassification
+        assert isinstance(merged.swin.stages[0].blocks[0].attention.qkv, ChannelsLastLinear)
+        difference = (merged(pixel_values).logits - expected).abs().max()
+    assert difference < 1e-4, float(difference)
