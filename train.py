@@ -21,16 +21,18 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 import evaluate
+import psutil  # an accelerate dependency
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import set_seed
+from accelerate.utils import TorchDynamoPlugin, set_seed
 from datasets import Dataset, DatasetDict
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, BaseImageProcessor
 
 from swin_tiny_hf import SwinTinyConfig, SwinTinyForImageClassification, make_image_processor, save_model_and_processor
+from swin_tiny_hf.imagenet_classes import readable_label_names
 from swin_tiny_hf.training import top_k_accuracy
 from swin_tiny_hf.training.batch_augmentation import ReferenceTrainAugmentation
 from swin_tiny_hf.training.checkpointing import (
@@ -43,14 +45,21 @@ from swin_tiny_hf.training.checkpointing import (
 from swin_tiny_hf.training.collate import MixupCutmixCollator, eval_collate
 from swin_tiny_hf.training.data import DEFAULT_DATASET, load_image_dataset
 from swin_tiny_hf.training.model_card import render_model_card
-from swin_tiny_hf.training.optimization import parameter_groups, warmup_cosine_scheduler
+from swin_tiny_hf.training.nonfinite_guard import NonFiniteGuard
+from swin_tiny_hf.training.optimization import parameter_groups, scaled_learning_rate, warmup_cosine_scheduler
 from swin_tiny_hf.training.seeding import batch_seed
 from swin_tiny_hf.training.transforms import EvalTransform, TrainTransform
 
 logger = logging.getLogger("train")
 MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent / "model_card.md"
-# Config fields that are flags of their own; the transformers base fields (id2label, ...) are not.
-MODEL_FIELDS = [f for f in fields(SwinTinyConfig) if f.name in SwinTinyConfig.__annotations__]
+# Config fields that are flags of their own; the transformers base fields (id2label, ...), the backbone's
+# outputs and the labels' WordNet ids (set from the dataset) are not.
+MODEL_FIELDS = [
+    f
+    for f in fields(SwinTinyConfig)
+    if f.name in SwinTinyConfig.__annotations__ and not f.name.startswith("_") and f.name != "wordnet_ids"
+]
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
 
 
 def _bool(value: str) -> bool:
@@ -122,12 +131,38 @@ def get_args_parser() -> argparse.ArgumentParser:
         else:
             model.add_argument(f"--{field.name}", type=type(field.default), default=None)
     model.add_argument("--attn_implementation", choices=("sdpa", "eager"), default="sdpa")
-    model.add_argument("--torch_compile", action="store_true", help="compile the model with torch.compile (inductor)")
+    model.add_argument(
+        "--torch_compile",
+        nargs="?",
+        const="default",
+        default=None,
+        choices=COMPILE_MODES,
+        help="compile the model with torch.compile (inductor), in this mode (default: 'default'; "
+        "'reduce-overhead' uses CUDA graphs)",
+    )
 
     optim = parser.add_argument_group("optimisation (reference recipe defaults)")
     optim.add_argument("--per_device_train_batch_size", type=int, default=64)
     optim.add_argument("--per_device_eval_batch_size", type=int, default=128)
-    optim.add_argument("--learning_rate", type=float, default=2.5e-4, help="1e-3 scaled by batch 64/256")
+    optim.add_argument(
+        "--learning_rate",
+        type=float,
+        default=None,
+        help="the peak learning rate as is; default: --lr_base scaled to the global batch",
+    )
+    optim.add_argument(
+        "--lr_base",
+        type=float,
+        default=2.5e-4,
+        help="the peak learning rate at a global batch of --lr_base_size (reference: 2.5e-4 at 64)",
+    )
+    optim.add_argument("--lr_base_size", type=int, default=64)
+    optim.add_argument(
+        "--lr_base_scale",
+        choices=("linear", "sqrt"),
+        default="linear",
+        help="lr = lr_base x (global batch / lr_base_size), or its square root",
+    )
     optim.add_argument("--min_learning_rate", type=float, default=5e-6)
     optim.add_argument("--warmup_epochs", type=float, default=10)
     optim.add_argument("--warmup_start_factor", type=float, default=0.01)
@@ -148,7 +183,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         "--mixed_precision",
         choices=("auto", "no", "fp16", "bf16"),
         default="auto",
-        help="auto: fp16 on CUDA (or what accelerate config says), fp32 on CPU",
+        help="auto: what accelerate's config or launch flags say, else fp16 on CUDA, bf16 on CPUs with native bf16 "
+        "(AVX512-BF16, AMX), fp32 on other CPUs",
     )
     optim.add_argument("--seed", type=int, default=42)
 
@@ -166,6 +202,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     out = parser.add_argument_group("outputs")
     out.add_argument("--output_dir", required=True)
     out.add_argument("--checkpointing_steps", type=_steps, default=None, help="N optimizer steps, or 'epoch'")
+    out.add_argument(
+        "--checkpoints_total_limit",
+        type=int,
+        default=None,
+        help="keep only the newest N step/epoch checkpoints (317 MB each at 64 px); best/ and the final model are "
+        "not counted; default: keep all",
+    )
+    out.add_argument(
+        "--logging_steps",
+        type=int,
+        default=50,
+        help="every N optimizer steps: the non-finite-loss check, the running loss and the trackers "
+        "(the only host-device syncs of the loop between checkpoints)",
+    )
     out.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder, or 'latest' in output_dir")
     out.add_argument("--eval_only", action="store_true", help="evaluate --model_name_or_path and exit")
     out.add_argument("--with_tracking", action="store_true")
@@ -189,15 +239,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "gradient_accumulation_steps",
         "num_train_epochs",
         "max_nonfinite_steps",
+        "logging_steps",
+        "lr_base_size",
     ):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.learning_rate <= 0 or args.min_learning_rate < 0 or args.min_learning_rate > args.learning_rate:
-        parser.error(
-            f"need 0 <= --min_learning_rate <= --learning_rate and a positive --learning_rate, got "
-            f"{args.min_learning_rate} and {args.learning_rate}"
-        )
+    if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
+        parser.error(f"--checkpoints_total_limit must be at least 1, got {args.checkpoints_total_limit}")
+    for name in ("learning_rate", "lr_base"):
+        if getattr(args, name) is not None and getattr(args, name) <= 0:
+            parser.error(f"--{name} must be positive, got {getattr(args, name)}")
+    if args.min_learning_rate < 0:
+        parser.error(f"--min_learning_rate must be at least 0, got {args.min_learning_rate}")
+    if args.model_name_or_path is None:
+        try:  # a bad size fails here, before any data is loaded, with the config's own message
+            SwinTinyConfig(**model_overrides(args))
+        except ValueError as error:
+            parser.error(str(error))
     return args
+
+
+def resolve_learning_rate(args: argparse.Namespace, num_processes: int) -> tuple[float, int, str]:
+    """(peak learning rate, global batch, how): --learning_rate as given, else --lr_base scaled to the global batch
+    (per-device batch x processes x accumulation steps), so that one command is the same recipe on 1 GPU or 8."""
+    global_batch = args.per_device_train_batch_size * num_processes * args.gradient_accumulation_steps
+    if args.learning_rate is not None:
+        learning_rate, how = args.learning_rate, "--learning_rate"
+    else:
+        learning_rate = scaled_learning_rate(args.lr_base, args.lr_base_size, global_batch, args.lr_base_scale)
+        how = f"--lr_base {args.lr_base:g} x ({global_batch} / {args.lr_base_size}), {args.lr_base_scale}"
+    if args.min_learning_rate > learning_rate:
+        raise ValueError(
+            f"--min_learning_rate {args.min_learning_rate} is above the peak learning rate {learning_rate:g} "
+            f"(global batch {global_batch}); lower it or raise the learning rate."
+        )
+    return learning_rate, global_batch, how
 
 
 def model_overrides(args: argparse.Namespace) -> dict:
@@ -208,7 +284,16 @@ def model_overrides(args: argparse.Namespace) -> dict:
 
 
 def build_model(args: argparse.Namespace, label_names: list[str]) -> SwinTinyForImageClassification:
-    labels = {"id2label": dict(enumerate(label_names)), "label2id": {n: i for i, n in enumerate(label_names)}}
+    """A new model from the flags, or --model_name_or_path; either way with the dataset's label names.
+
+    WordNet ids ("n01443537", Tiny ImageNet's) become readable names ("goldfish") in id2label, and the ids
+    are kept in config.wordnet_ids."""
+    names, wordnet_ids = readable_label_names(label_names)
+    labels = {
+        "id2label": dict(enumerate(names)),
+        "label2id": {n: i for i, n in enumerate(names)},
+        "wordnet_ids": wordnet_ids,
+    }
     if args.model_name_or_path:
         return SwinTinyForImageClassification.from_pretrained(
             args.model_name_or_path,
@@ -221,13 +306,24 @@ def build_model(args: argparse.Namespace, label_names: list[str]) -> SwinTinyFor
     return SwinTinyForImageClassification._from_config(config, attn_implementation=args.attn_implementation)
 
 
+def native_cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX); without, bf16 is emulated and slower than fp32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, hence the getattr
+    return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
+
+
 def resolve_mixed_precision(requested: str) -> str:
+    """auto: what `accelerate launch`/config says if not "no"; else fp16 on CUDA; bf16 on CPUs with native bf16
+    (measured on one: 2x the training throughput of fp32 and the same digits accuracy, see BENCHMARKS.md); else fp32.
+    """
     if requested != "auto":
         return requested
     from_launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
     if from_launcher and from_launcher != "no":
         return from_launcher
-    return "fp16" if torch.cuda.is_available() else "no"
+    if torch.cuda.is_available():
+        return "fp16"
+    return "bf16" if native_cpu_bf16() else "no"
 
 
 def load_metric(accelerator: Accelerator):
@@ -280,16 +376,23 @@ def train_one_epoch(
     max_train_steps: int,
     output_dir: Path,
     resolved_args: dict,
+    guard: NonFiniteGuard,
 ) -> dict:
-    """One pass over `dataloader`; updates `state` (completed_steps, batches_into_epoch, nonfinite run)."""
+    """One pass over `dataloader`; updates `state` (completed_steps, batches_into_epoch, nonfinite_run).
+
+    A step reads nothing from the device on the host: the non-finite-loss guard and the running sums stay
+    on the device and are read every --logging_steps steps, before a checkpoint and at the end of the epoch.
+    """
     model.train()
     # Running sums of (loss * samples, correct, samples). A checkpoint stores them reduced over processes;
     # after a resume the main process starts from them, the others from zero, so the epoch-end reduction
     # gives the uninterrupted run's numbers.
     start_sums = state.get("epoch_sums") if accelerator.is_main_process else None
     sums = torch.tensor(start_sums or [0.0, 0.0, 0.0], dtype=torch.float32, device=accelerator.device)
-    start = time.perf_counter()
+    data_seconds = 0.0
+    start = waiting = time.perf_counter()
     for batch in dataloader:
+        data_seconds += time.perf_counter() - waiting
         if state["completed_steps"] >= max_train_steps:  # resumed from the run's last step: only evaluation is left
             break
         # The model's randomness (drop path, dropout) is a function of (seed, step, micro-batch, process):
@@ -302,52 +405,77 @@ def train_one_epoch(
         )
         with accelerator.accumulate(model):
             outputs = model(pixel_values=batch["pixel_values"], labels=batch["labels"])
-            loss = outputs.loss
-            # Every process must take the same branch: reduce the finiteness check.
-            finite = accelerator.reduce(torch.isfinite(loss.detach()).float(), reduction="sum").item()
-            finite = finite == accelerator.num_processes
-            if finite:
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and args.max_grad_norm > 0:
+            finite = guard.observe(outputs.loss)  # a device bool
+            accelerator.backward(outputs.loss)
+            if accelerator.sync_gradients:
+                if args.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                state["nonfinite_run"] = 0
-            else:
-                state["nonfinite_run"] += 1
-                logger.warning(
-                    "non-finite loss at step %d: skipping it (%d in a row)",
-                    state["completed_steps"],
-                    state["nonfinite_run"],
-                )
-                if state["nonfinite_run"] >= args.max_nonfinite_steps:
-                    raise RuntimeError(
-                        f"{state['nonfinite_run']} consecutive steps had a non-finite loss; stopping. The last "
-                        f"complete checkpoint in {str(output_dir)!r} is kept (resume with --resume_from_checkpoint "
-                        "latest, e.g. with a lower --learning_rate)."
-                    )
-            scheduler.step()
+                guard.arm(optimizer, accelerator)  # a non-finite loss anywhere skips this step, on the device
+            optimizer.step()
+            if accelerator.sync_gradients:
+                guard.disarm()
+                scheduler.step()  # once per optimizer step: the schedule counts optimizer steps
             optimizer.zero_grad(set_to_none=True)
-        if finite:
-            batch_size = batch["labels"].shape[0]
-            sums[0] += loss.detach().float() * batch_size
-            sums[1] += (outputs.logits.argmax(-1) == batch["labels"].argmax(-1)).sum()
-            sums[2] += batch_size
+        labels = batch["labels"]
+        batch_sums = torch.stack(
+            [
+                outputs.loss.detach().float() * labels.shape[0],
+                (outputs.logits.argmax(-1) == labels.argmax(-1)).sum().float(),
+                torch.full((), float(labels.shape[0]), device=sums.device),  # a fill, not a host-to-device copy
+            ]
+        )
+        sums += torch.where(finite, batch_sums, 0.0)  # a skipped micro-batch counts nowhere
         state["batches_into_epoch"] += 1
         if accelerator.sync_gradients:
             state["completed_steps"] += 1
             progress.update(1)
+            if state["completed_steps"] == 1 and "time_to_first_step_seconds" not in state:
+                if accelerator.device.type == "cuda":
+                    torch.cuda.synchronize()  # once per run: the first step really done
+                # from the process's start: Python, imports, data loading, model building, the first step
+                state["time_to_first_step_seconds"] = time.time() - psutil.Process().create_time()
+                logger.info("first optimizer step done %.1f s after start", state["time_to_first_step_seconds"])
+            if state["completed_steps"] % args.logging_steps == 0:
+                log_training_progress(accelerator, args, state, sums, scheduler, progress, guard)
             if isinstance(args.checkpointing_steps, int) and state["completed_steps"] % args.checkpointing_steps == 0:
+                state["nonfinite_run"] = guard.check(state["completed_steps"])  # a tripped guard stops before saving
                 state["epoch_sums"] = accelerator.reduce(sums.clone(), reduction="sum").tolist()
-                save_checkpoint(accelerator, output_dir, f"step_{state['completed_steps']}", state, resolved_args)
+                save_checkpoint(
+                    accelerator,
+                    output_dir,
+                    f"step_{state['completed_steps']}",
+                    state,
+                    resolved_args,
+                    args.checkpoints_total_limit,
+                )
+        waiting = time.perf_counter()
     seconds = time.perf_counter() - start
-    loss_sum, correct, seen = accelerator.reduce(sums, reduction="sum").unbind(0)
+    state["nonfinite_run"] = guard.check(state["completed_steps"])
+    loss_sum, correct, seen = accelerator.reduce(sums, reduction="sum").tolist()
     state["epoch_sums"] = None
     return {
-        "train_loss": (loss_sum / seen.clamp(min=1)).item(),
-        "train_acc": (correct / seen.clamp(min=1)).item(),
-        "images_per_second": seen.item() / max(seconds, 1e-9),
+        "train_loss": loss_sum / max(seen, 1),
+        "train_acc": correct / max(seen, 1),
+        "images_per_second": seen / max(seconds, 1e-9),
         "epoch_seconds": seconds,
+        "data_seconds": data_seconds,
     }
+
+
+def log_training_progress(
+    accelerator: Accelerator, args, state: dict, sums: torch.Tensor, scheduler, progress, guard: NonFiniteGuard
+) -> None:
+    """Every --logging_steps optimizer steps (a host-device sync): the guard's check, the running loss and accuracy."""
+    state["nonfinite_run"] = guard.check(state["completed_steps"])
+    loss_sum, correct, seen = accelerator.reduce(sums.clone(), reduction="sum").tolist()
+    running = {
+        "train_loss_running": loss_sum / max(seen, 1),
+        "train_acc_running": correct / max(seen, 1),
+        "lr": scheduler.get_last_lr()[0],
+    }
+    progress.set_postfix(loss=f"{running['train_loss_running']:.4f}", lr=f"{running['lr']:.3g}", refresh=False)
+    if args.with_tracking:
+        accelerator.log(running, step=state["completed_steps"])
 
 
 def save_training_curves(history: list[dict], path: Path) -> None:
@@ -422,14 +550,18 @@ class Schedule:
 
 def setup(args: argparse.Namespace) -> Accelerator:
     """The accelerator (processes, device, precision, trackers), logging, the global seed and the output folder."""
+    compile_plugin = None
+    if args.torch_compile:
+        compile_plugin = TorchDynamoPlugin(backend="inductor", mode=args.torch_compile)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=resolve_mixed_precision(args.mixed_precision),
         log_with=args.report_to if args.with_tracking else None,
         project_dir=args.output_dir,
-        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        # non_blocking: batches go to the GPU from pinned memory without stalling the host
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, non_blocking=True),
         step_scheduler_with_optimizer=False,
-        dynamo_backend="inductor" if args.torch_compile else None,
+        dynamo_plugin=compile_plugin,
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logger.setLevel(logging.INFO if accelerator.is_main_process else logging.WARNING)
@@ -440,6 +572,17 @@ def setup(args: argparse.Namespace) -> Accelerator:
     if args.dataloader_num_workers is None:
         cores_per_process = (os.cpu_count() or 1) // max(accelerator.num_processes, 1)
         args.dataloader_num_workers = 0 if accelerator.device.type == "cpu" else max(min(8, cores_per_process), 1)
+    # resolved here, so that args.json and the trackers record the learning rate and batch the run used
+    args.learning_rate, args.global_batch_size, how = resolve_learning_rate(args, accelerator.num_processes)
+    logger.info(
+        "global batch %d (%d per device x %d processes x %d accumulation steps): peak learning rate %.4g (%s)",
+        args.global_batch_size,
+        args.per_device_train_batch_size,
+        accelerator.num_processes,
+        args.gradient_accumulation_steps,
+        args.learning_rate,
+        how,
+    )
     return accelerator
 
 
@@ -478,6 +621,7 @@ def build_eval_dataloader(args: argparse.Namespace, split: Dataset, image_proces
         batch_size=args.per_device_eval_batch_size,
         collate_fn=eval_collate,
         num_workers=args.dataloader_num_workers,
+        pin_memory=torch.cuda.is_available(),
     )
 
 
@@ -513,6 +657,7 @@ def build_training_data(
         collate_fn=collator,
         num_workers=args.dataloader_num_workers,
         drop_last=True,
+        pin_memory=torch.cuda.is_available(),  # with the accelerator's non_blocking copies
     )
     eval_dataloader = build_eval_dataloader(args, dataset["validation"], image_processor)
     return TrainingData(train_dataloader, eval_dataloader, train_transform, collator, num_labels)
@@ -525,7 +670,8 @@ def build_optimizer_and_scheduler(
         parameter_groups(model, args.weight_decay),
         lr=args.learning_rate,
         betas=(args.adam_beta1, args.adam_beta2),
-        fused=torch.cuda.is_available() or None,
+        # fused: one kernel for all parameters, and a step it can skip on the device (NonFiniteGuard, GradScaler)
+        fused=True,
     )
     scheduler = warmup_cosine_scheduler(
         optimizer,
@@ -583,6 +729,7 @@ def run_epochs(
         disable=not accelerator.is_local_main_process,
         initial=state["completed_steps"],
     )
+    guard = NonFiniteGuard(args.max_nonfinite_steps, accelerator.device, state["nonfinite_run"], args.output_dir)
     results = {}
     while state["epoch"] < schedule.num_epochs:
         epoch = state["epoch"]
@@ -602,8 +749,11 @@ def run_epochs(
             schedule.max_train_steps,
             output_dir,
             resolved_args,
+            guard,
         )
+        evaluation_start = time.perf_counter()
         results = evaluate_model(model, data.eval_dataloader, accelerator, metric, data.num_labels)
+        train_metrics["eval_seconds"] = time.perf_counter() - evaluation_start
         state["epoch"], state["batches_into_epoch"] = epoch + 1, 0
         if accelerator.is_main_process:
             row = {
@@ -625,7 +775,9 @@ def run_epochs(
                 accelerator.log(row, step=state["completed_steps"])
         # everyone needs the same history in the checkpoint: the main process's is the one written
         if args.checkpointing_steps == "epoch":
-            save_checkpoint(accelerator, output_dir, f"epoch_{epoch + 1}", state, resolved_args)
+            save_checkpoint(
+                accelerator, output_dir, f"epoch_{epoch + 1}", state, resolved_args, args.checkpoints_total_limit
+            )
     if not results:  # resumed from a checkpoint taken after the last epoch: nothing was evaluated in this run
         results = evaluate_model(model, data.eval_dataloader, accelerator, metric, data.num_labels)
     return results
@@ -640,6 +792,7 @@ def finish(model, image_processor, args: argparse.Namespace, state: dict, result
         train_runtime=train_seconds,
         epoch=state["history"][-1]["epoch"],
         best_eval_accuracy=state["best_top1"],
+        time_to_first_step_seconds=state.get("time_to_first_step_seconds"),
     )
     save_model_folder(model, image_processor, output_dir / "final", args, all_results, state["history"])
     for item in (output_dir / "final").iterdir():  # the final model lives in output_dir itself
@@ -682,10 +835,11 @@ def main(argv: list[str] | None = None) -> dict:
     if args.eval_only:
         eval_dataloader = build_eval_dataloader(args, dataset["validation"], image_processor)
         model, eval_dataloader = accelerator.prepare(model, eval_dataloader)
+        start = time.perf_counter()
         results = evaluate_model(model, eval_dataloader, accelerator, metric, len(label_names))
         if not accelerator.is_main_process:
             return {}
-        all_results = results_summary(results)
+        all_results = results_summary(results, eval_seconds=time.perf_counter() - start)
         write_json_atomically(output_dir / "all_results.json", all_results)
         logger.info("evaluation: %s", all_results)
         return all_results

@@ -19,20 +19,24 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from swin_tiny_hf import SwinTinyConfig, SwinTinyForImageClassification
+from swin_tiny_hf.convert import timm_swin_kwargs
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 5) -> dict[str, float]:
-    """fp32 GFLOP/s of a size^3 product two ways: torch.mm (MKL sgemm on x86) and a 1x1 convolution (oneDNN).
+    """GFLOP/s of a size^3 product: fp32 two ways, torch.mm (MKL sgemm on x86) and a 1x1 convolution (oneDNN),
+    and bf16 (torch.mm, oneDNN).
 
-    Both are the same arithmetic. On AMD CPUs MKL takes its AVX2 path, oneDNN uses AVX-512; the faster of
-    the two is this machine's ceiling, and the rate swin_tiny_hf's linears run at on CPU.
+    The fp32 two are the same arithmetic. On AMD CPUs MKL takes its AVX2 path, oneDNN uses AVX-512; the
+    faster of the two is this machine's fp32 ceiling, and the rate swin_tiny_hf's linears run at on CPU.
     """
     a, b = torch.randn(size, size), torch.randn(size, size)
     image = a.view(1, size, size // 64, 64).contiguous(memory_format=torch.channels_last)  # size tokens, NHWC
     weight = b.view(size, size, 1, 1)
+    a16, b16 = a.bfloat16(), b.bfloat16()
     products = {
         "torch.mm (MKL)": lambda: a @ b,
         "1x1 conv (oneDNN)": lambda: torch.nn.functional.conv2d(image, weight),
+        "bf16 torch.mm": lambda: a16 @ b16,
     }
     rates = {}
     for name, product in products.items():
@@ -63,8 +67,9 @@ def flops(model, pixels, train: bool) -> float:
 
 
 class Candidate:
-    def __init__(self, name, model, pixels, labels):
+    def __init__(self, name, model, pixels, labels, autocast_dtype=None):
         self.name, self.model, self.pixels, self.labels = name, model, pixels, labels
+        self.autocast = dict(device_type="cpu", dtype=autocast_dtype, enabled=autocast_dtype is not None)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         self.best = {"inference": float("inf"), "train": float("inf")}
         self.parameters = sum(p.numel() for p in model.parameters())
@@ -72,12 +77,14 @@ class Candidate:
 
     def inference(self):
         self.model.eval()
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(**self.autocast):
             self.model(self.pixels)
 
     def train_step(self):
         self.model.train()
-        loss = torch.nn.functional.cross_entropy(logits_of(self.model(self.pixels)), self.labels)
+        with torch.autocast(**self.autocast):
+            logits = logits_of(self.model(self.pixels))
+        loss = torch.nn.functional.cross_entropy(logits.float(), self.labels)
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -131,28 +138,20 @@ def main() -> None:
     parser.add_argument("--batch_size_224", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip_224", action="store_true")
+    parser.add_argument("--skip_bf16", action="store_true", help="leave out the bf16 autocast rows at 64 px")
     args = parser.parse_args()
     torch.manual_seed(0)
     rates = matmul_gflops()
-    machine = max(rates.values())
+    machine = max(rates["torch.mm (MKL)"], rates["1x1 conv (oneDNN)"])
     print(
-        "fp32 product of 2048^2 matrices: "
+        "product of 2048^2 matrices: "
         + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items())
-        + f"; '% of matmul' below is of the faster, {machine:.0f} GFLOP/s; torch {torch.__version__}"
+        + f"; '% of matmul' below is of the faster fp32 rate, {machine:.0f} GFLOP/s; torch {torch.__version__}"
     )
 
     pixels, labels = torch.randn(args.batch_size, 3, 64, 64), torch.randint(0, 200, (args.batch_size,))
     config = SwinTinyConfig()
-    small = dict(
-        img_size=64,
-        patch_size=4,
-        embed_dim=96,
-        depths=(2, 2, 6, 2),
-        num_heads=(2, 4, 8, 16),
-        window_size=(8, 8, 4, 2),
-        num_classes=200,
-        drop_path_rate=0.2,
-    )
+    small = timm_swin_kwargs(config)  # the same architecture in timm
     candidates = [
         Candidate("swin_tiny_hf (sdpa)", SwinTinyForImageClassification(config), pixels, labels),
         Candidate(
@@ -164,6 +163,24 @@ def main() -> None:
         Candidate("timm SwinTransformer", timm_swin(False, **small), pixels, labels),
         Candidate("timm SwinTransformer (fused attn)", timm_swin(True, **small), pixels, labels),
     ]
+    if not args.skip_bf16:
+        # bf16 autocast on the CPU: native on CPUs with avx512_bf16 or AMX, emulated (slow) elsewhere
+        candidates += [
+            Candidate(
+                "swin_tiny_hf (sdpa, bf16 autocast)",
+                SwinTinyForImageClassification(config),
+                pixels,
+                labels,
+                torch.bfloat16,
+            ),
+            Candidate(
+                "timm SwinTransformer (fused attn, bf16 autocast)",
+                timm_swin(True, **small),
+                pixels,
+                labels,
+                torch.bfloat16,
+            ),
+        ]
     run(candidates, args.repeats, machine, "64 px, Tiny ImageNet config (27.7M params)")
 
     if not args.skip_224:

@@ -114,6 +114,9 @@ class SwinTinyConfig(BackboneConfigMixin, PreTrainedConfig):
             ]
             raise ValueError(f"SwinTinyConfig got unknown arguments: {', '.join(hints)}. Valid fields: {field_names}.")
         kwargs.pop("model_type", None)
+        if self.wordnet_ids is not None and kwargs.get("num_labels", len(self.wordnet_ids)) != len(self.wordnet_ids):
+            # num_labels replaces id2label (transformers' new-head idiom): the ids named the old head's classes
+            self.wordnet_ids = None
         if self.id2label is None:
             kwargs.setdefault("num_labels", 200)
         # JSON gives lists back; keep lists so a saved and reloaded config compares equal.

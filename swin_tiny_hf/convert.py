@@ -34,6 +34,7 @@ import torch
 
 from .configuration_swin_tiny import SwinTinyConfig
 from .image_processing import IMAGENET_MEAN, IMAGENET_STD, make_image_processor
+from .imagenet_classes import IMAGENET_1K_WORDNET_IDS, readable_label_names
 from .modeling_swin_tiny import SwinTinyForImageClassification
 from .windows import relative_position_index
 
@@ -159,7 +160,9 @@ def convert_state_dict(state_dict: dict[str, torch.Tensor], source: str) -> dict
 
 
 def config_from_state_dict(state_dict: dict[str, torch.Tensor], image_size: int = 224) -> SwinTinyConfig:
-    """Read the architecture off a converted state dict (sizes from weight shapes)."""
+    """Read the architecture off a converted state dict (sizes from weight shapes).
+
+    A 1,000-class head is ImageNet-1k's: its labels get the classes' names ("goldfish") and WordNet ids."""
     projection = state_dict["swin.embeddings.projection.weight"]  # (D, C_in, p, p)
     depths, num_heads, windows = [], [], []
     stage = 0
@@ -170,6 +173,15 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor], image_size: int 
         num_heads.append(table.shape[1])
         windows.append((math.isqrt(table.shape[0]) + 1) // 2)
         stage += 1
+    num_labels = state_dict["classifier.weight"].shape[0]
+    labels = {"num_labels": num_labels}
+    if num_labels == len(IMAGENET_1K_WORDNET_IDS):
+        names, wordnet_ids = readable_label_names(IMAGENET_1K_WORDNET_IDS)
+        labels = {
+            "id2label": dict(enumerate(names)),
+            "label2id": {n: i for i, n in enumerate(names)},
+            "wordnet_ids": wordnet_ids,
+        }
     return SwinTinyConfig(
         image_size=image_size,
         patch_size=projection.shape[-1],
@@ -180,7 +192,25 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor], image_size: int 
         window_size=windows,
         qkv_bias="swin.stages.0.blocks.0.attention.qkv.bias" in state_dict,
         patch_norm="swin.embeddings.norm.weight" in state_dict,
-        num_labels=state_dict["classifier.weight"].shape[0],
+        **labels,
+    )
+
+
+def timm_swin_kwargs(config: SwinTinyConfig) -> dict:
+    """Keyword arguments of timm's `SwinTransformer` for the same architecture as `config`: a model built with
+    them converts onto ours (`convert_state_dict(..., "timm")`). timm always has the patch-embedding norm."""
+    return dict(
+        img_size=config.image_size,
+        patch_size=config.patch_size,
+        in_chans=config.num_channels,
+        embed_dim=config.embed_dim,
+        depths=tuple(config.depths),
+        num_heads=tuple(config.num_heads),
+        window_size=tuple(config.window_size),
+        mlp_ratio=config.mlp_ratio,
+        qkv_bias=config.qkv_bias,
+        drop_path_rate=config.drop_path_rate,
+        num_classes=config.num_labels,
     )
 
 

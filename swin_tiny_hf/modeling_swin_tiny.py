@@ -78,12 +78,20 @@ class ChannelsLastLinear(nn.Linear):
     (tokens x channels) shapes oneDNN is about 2x faster forward and 1.7x forward + backward on the
     AVX-512 CPU of BENCHMARKS.md (there MKL takes its AVX2 path: it does not use AVX-512 on AMD). A
     channels-last (B, H, W, C) map already is the NHWC layout a 1x1 convolution reads and writes, so
-    the two permutes below are views, not copies. Other inputs (2-D, CUDA) and exported graphs (ONNX
-    has plain matrix products for this) take the plain `nn.Linear`.
+    the two permutes below are views, not copies. The gain is fp32's: in bf16 (autocast or bf16 weights)
+    matmuls already go to oneDNN's bf16 GEMM, which trains 1.2x faster than its 1x1 convolution here, so
+    bf16 takes the plain `nn.Linear`, as do other inputs (2-D, CUDA) and exported graphs (ONNX has plain
+    matrix products for this).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 4 or x.device.type != "cpu" or torch.compiler.is_exporting():
+        if (
+            x.ndim != 4
+            or x.device.type != "cpu"
+            or x.dtype != torch.float32
+            or torch.is_autocast_enabled("cpu")
+            or torch.compiler.is_exporting()
+        ):
             return super().forward(x)
         weight = self.weight[:, :, None, None]  # (out, in) -> (out, in, 1, 1), a view
         x = F.conv2d(x.permute(0, 3, 1, 2), weight, self.bias)  # (B, C, H, W) in NHWC memory -> (B, out, H, W)
@@ -145,6 +153,10 @@ class WindowAttention(nn.Module):
         self.register_buffer("relative_position_index", relative_position_index(window), persistent=False)
         self._mask_cache: tuple[tuple, torch.Tensor] | None = None  # (key, mask), see attention_mask
 
+    def train(self, mode: bool = True) -> WindowAttention:
+        self._mask_cache = None  # a new phase: the table may change next (see attention_mask)
+        return super().train(mode)
+
     def relative_position_bias(self) -> torch.Tensor:
         """(heads, M*M, M*M): the learned bias of each token pair, looked up by relative offset."""
         n = self.window * self.window
@@ -157,9 +169,17 @@ class WindowAttention(nn.Module):
         Returns (1, heads, N, N) for W-MSA, (1, nW*heads, N, N) for SW-MSA, in `dtype`. While no gradient
         flows to the bias table (inference, frozen table), the mask is built once and reused until the
         table, its device or the dtype changes; in training it is rebuilt every call, so gradients reach the table.
+
+        The table's version counter does not see every change: fused optimizers (AdamW(fused=True)) update
+        parameters in place without bumping it. So a forward that lets gradients reach the table, and any
+        switch between train() and eval(), drop the cached mask: an optimizer can only have changed the
+        table after such a forward.
         """
         table = self.relative_position_bias_table
-        cacheable = not (torch.is_grad_enabled() and table.requires_grad) and not torch.compiler.is_compiling()
+        gradients_flow = torch.is_grad_enabled() and table.requires_grad
+        if gradients_flow and not torch.compiler.is_compiling():
+            self._mask_cache = None
+        cacheable = not gradients_flow and not torch.compiler.is_compiling()
         if cacheable:
             # inference_mode makes inference tensors, which a later graph with autograd must not save.
             key = (
@@ -435,6 +455,17 @@ class SwinTrunk:
             SwinStage(config, i, rates[starts[i] : starts[i] + config.depths[i]]) for i in range(config.num_layers)
         )
 
+    def output_flags(
+        self, output_hidden_states: bool | None, output_attentions: bool | None, return_dict: bool | None
+    ) -> tuple[bool, bool, bool]:
+        """The forward's output switches, the config's where the caller gave None."""
+        config = self.config
+        return (
+            config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+            config.output_attentions if output_attentions is None else output_attentions,
+            config.return_dict if return_dict is None else return_dict,
+        )
+
     def run_trunk(
         self, pixel_values: torch.Tensor, output_attentions: bool
     ) -> tuple[torch.Tensor, list[torch.Tensor], tuple[torch.Tensor, ...] | None]:
@@ -480,11 +511,9 @@ class SwinTinyModel(SwinTrunk, SwinTinyPreTrainedModel):
         **kwargs,
     ) -> BaseModelOutputWithPooling | tuple:
         reject_unexpected_arguments(self, kwargs)
-        output_hidden_states = (
-            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_hidden_states, output_attentions, return_dict = self.output_flags(
+            output_hidden_states, output_attentions, return_dict
         )
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        return_dict = self.config.return_dict if return_dict is None else return_dict
 
         x, stage_maps, attentions = self.run_trunk(pixel_values, output_attentions)
         hidden_states = tuple(m.flatten(1, 2) for m in stage_maps) if output_hidden_states else None  # (B, HW, C)
@@ -637,11 +666,9 @@ class SwinTinyBackbone(SwinTrunk, BackboneMixin, SwinTinyPreTrainedModel):
         **kwargs,
     ) -> BackboneOutput | tuple:
         reject_unexpected_arguments(self, kwargs)
-        output_hidden_states = (
-            self.config.output_hidden_states if output_hidden_states is None else output_hidden_states
+        output_hidden_states, output_attentions, return_dict = self.output_flags(
+            output_hidden_states, output_attentions, return_dict
         )
-        output_attentions = self.config.output_attentions if output_attentions is None else output_attentions
-        return_dict = self.config.return_dict if return_dict is None else return_dict
 
         _, stage_maps, attentions = self.run_trunk(pixel_values, output_attentions)
         feature_maps = tuple(

@@ -1,5 +1,8 @@
 """Shared fixtures: a tiny config (the transformers "model tester" pattern) so most tests run in milliseconds."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -32,3 +35,27 @@ def config() -> SwinTinyConfig:
 @pytest.fixture
 def pixel_values() -> torch.Tensor:
     return torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def perturbed(model, scale: float = 0.02):
+    """Random values added to every parameter, in eval mode: LayerNorms (1, 0) and bias tables (near 0) start
+    trivial and would hide a mistake in the weights they touch."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * scale)
+    return model.eval()
+
+
+def run_without_the_package(script: str, tmp_path) -> str:
+    """Run `script` in a fresh interpreter where `import swin_tiny_hf` fails (remote code only); return stdout."""
+    guard = 'import sys\nsys.modules["swin_tiny_hf"] = None  # any import of the package now raises ImportError\n'
+    result = subprocess.run(
+        [sys.executable, "-c", guard + script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout

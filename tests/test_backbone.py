@@ -1,8 +1,5 @@
 """SwinTinyBackbone: feature maps for dense prediction, through AutoBackbone and transformers' UperNet."""
 
-import subprocess
-import sys
-
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -12,7 +9,7 @@ from transformers.modeling_outputs import BackboneOutput
 from swin_tiny_hf import SwinTinyBackbone, SwinTinyConfig, SwinTinyForImageClassification, SwinTinyModel
 from swin_tiny_hf.convert import main as convert_main
 
-from conftest import tiny_config
+from conftest import perturbed, run_without_the_package, tiny_config
 
 ALL_STAGES = ["stem", "stage1", "stage2", "stage3"]  # the tiny config has three stages
 
@@ -41,25 +38,16 @@ def local_folders_are_repos(monkeypatch):
     exec(LOCAL_FOLDERS_ARE_REPOS, {})
 
 
-def perturbed(model):
-    """Random values in every parameter (LayerNorms and bias tables start trivial), so that each one matters."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.05)
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def classifier_folder(tmp_path_factory):
-    model = perturbed(SwinTinyForImageClassification(tiny_config()))
+    model = perturbed(SwinTinyForImageClassification(tiny_config()), 0.05)
     folder = tmp_path_factory.mktemp("classifier") / "model"
     model.save_pretrained(folder)
     return model, folder
 
 
 def test_feature_maps_are_the_normalised_stage_outputs_in_nchw(pixel_values):
-    backbone = perturbed(SwinTinyBackbone(tiny_config(out_features=ALL_STAGES)))
+    backbone = perturbed(SwinTinyBackbone(tiny_config(out_features=ALL_STAGES)), 0.05)
     assert backbone.channels == [16, 16, 32, 64] and backbone.out_indices == [0, 1, 2, 3]
     with torch.no_grad():
         output = backbone(pixel_values, output_hidden_states=True)
@@ -127,8 +115,6 @@ def test_auto_backbone_loads_as_remote_code_where_the_package_is_missing(classif
     script = (
         LOCAL_FOLDERS_ARE_REPOS
         + f"""
-import sys
-sys.modules["swin_tiny_hf"] = None  # any import of the package now raises ImportError
 import torch
 from transformers import AutoBackbone
 backbone = AutoBackbone.from_pretrained({str(folder)!r}, trust_remote_code=True, out_features=["stage3"]).eval()
@@ -140,15 +126,7 @@ assert output.feature_maps[0].shape == (3, 64, 4, 4) and backbone.channels == [6
 print("REMOTE_BACKBONE_OK")
 """
     )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin"},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "REMOTE_BACKBONE_OK" in result.stdout
+    assert "REMOTE_BACKBONE_OK" in run_without_the_package(script, tmp_path)
 
 
 def test_backbone_of_converted_imagenet_swin_t_matches_timms_stage_outputs(tmp_path, local_folders_are_repos):
@@ -161,18 +139,9 @@ def test_backbone_of_converted_imagenet_swin_t_matches_timms_stage_outputs(tmp_p
         img_size=224, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), window_size=7, num_classes=1000
     ).eval()
     save_file(reference.state_dict(), tmp_path / "timm.safetensors")
-    convert_main(
-        [
-            "--source",
-            "timm",
-            "--checkpoint",
-            str(tmp_path / "timm.safetensors"),
-            "--output_dir",
-            str(tmp_path / "converted"),
-        ]
-    )
+    convert_main(f"--source timm --checkpoint {tmp_path / 'timm.safetensors'} --output_dir {tmp_path / 'c'}".split())
     backbone = AutoBackbone.from_pretrained(
-        tmp_path / "converted", out_features=["stage1", "stage2", "stage3", "stage4"]
+        str(tmp_path / "c"), out_features=["stage1", "stage2", "stage3", "stage4"]
     ).eval()
     pixels = torch.randn(2, 3, 224, 224)
     with torch.no_grad():

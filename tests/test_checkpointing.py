@@ -1,21 +1,28 @@
-"""Crash safety of checkpoint folders, and the non-finite-loss guard of the training loop."""
+"""Crash safety and retention of checkpoint folders; the training step: non-finite-loss guard, no host syncs."""
 
 import json
 import math
+import signal
+import subprocess
+import sys
 from argparse import Namespace
 
 import pytest
 import torch
 from accelerate import Accelerator
+from torch.utils._python_dispatch import TorchDispatchMode
 from tqdm.auto import tqdm
 
 from swin_tiny_hf import SwinTinyForImageClassification
 from swin_tiny_hf.training.checkpointing import (
     STATE_FILE,
+    complete_checkpoints,
     find_latest_checkpoint,
+    prune_checkpoints,
     replace_folder,
     resolve_checkpoint,
 )
+from swin_tiny_hf.training.nonfinite_guard import NonFiniteGuard
 
 from conftest import tiny_config
 
@@ -50,44 +57,180 @@ def test_replace_folder_swaps_in_the_new_one_and_leaves_nothing_behind(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
 
 
-def _loop(batches, max_nonfinite_steps):
+def _loop(batches, max_nonfinite_steps=3, logging_steps=1, gradient_accumulation_steps=1, optimizer=None):
+    """train.train_one_epoch on a tiny model, as train.py sets it up: fused AdamW, the non-finite guard."""
     import train
 
     torch.manual_seed(0)
-    accelerator = Accelerator(cpu=True)
+    accelerator = Accelerator(cpu=True, gradient_accumulation_steps=gradient_accumulation_steps)
     model = SwinTinyForImageClassification(tiny_config(drop_path_rate=0.0))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    optimizer = optimizer(model) if optimizer else torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    args = Namespace(seed=0, max_grad_norm=3.0, max_nonfinite_steps=max_nonfinite_steps, checkpointing_steps=None)
+    args = Namespace(
+        seed=0,
+        max_grad_norm=3.0,
+        max_nonfinite_steps=max_nonfinite_steps,
+        checkpointing_steps=None,
+        logging_steps=logging_steps,
+        with_tracking=False,
+        checkpoints_total_limit=None,
+    )
     state = {"completed_steps": 0, "epoch": 0, "batches_into_epoch": 0, "nonfinite_run": 0, "history": []}
+    guard = NonFiniteGuard(max_nonfinite_steps, accelerator.device, output_dir="out")
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     try:
         metrics = train.train_one_epoch(
-            model, optimizer, scheduler, batches, accelerator, args, tqdm(disable=True), state, 100, None, {}
+            model, optimizer, scheduler, batches, accelerator, args, tqdm(disable=True), state, 100, None, {}, guard
         )
     except RuntimeError as error:
         metrics = error
     changed = any(not torch.equal(before[n], p) for n, p in model.named_parameters())
-    return metrics, state, changed
+    return metrics, state, changed, (optimizer, scheduler)
 
 
-def _batch(nan: bool):
-    pixels = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+def _batch(nan: bool, seed: int = 1):
+    pixels = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
     if nan:
         pixels[0, 0, 0, 0] = float("nan")
     return {"pixel_values": pixels, "labels": torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 3]), 5).float()}
 
 
 def test_a_non_finite_loss_skips_the_step_and_training_goes_on():
-    metrics, state, changed = _loop([_batch(nan=True)], max_nonfinite_steps=3)
+    metrics, state, changed, (optimizer, _) = _loop([_batch(nan=True)], max_nonfinite_steps=3)
     assert not changed and state["nonfinite_run"] == 1 and state["completed_steps"] == 1
-    metrics, state, changed = _loop([_batch(nan=True), _batch(nan=False)], max_nonfinite_steps=3)
+    # skipped on the device: AdamW's moments and step count are untouched too
+    assert all(float(s["step"]) == 0 and not s["exp_avg"].any() for s in optimizer.optimizer.state.values())
+    metrics, state, changed, _ = _loop([_batch(nan=True), _batch(nan=False)], max_nonfinite_steps=3)
     assert changed and state["nonfinite_run"] == 0
     assert math.isfinite(metrics["train_loss"]) and metrics["train_loss"] > 0  # the NaN batch is not averaged in
 
 
 def test_consecutive_non_finite_losses_stop_the_run_with_a_clear_message():
-    error, state, changed = _loop([_batch(nan=True)] * 5, max_nonfinite_steps=3)
+    error, state, changed, _ = _loop([_batch(nan=True)] * 5, max_nonfinite_steps=3)
     assert isinstance(error, RuntimeError) and "3 consecutive steps had a non-finite loss" in str(error)
-    assert state["completed_steps"] == 2 and not changed
+    assert state["completed_steps"] == 3 and not changed  # read at the check after the third skipped step
+
+
+def test_the_guard_is_read_at_logging_steps_and_still_stops_the_run():
+    """Between checks nothing is read on the host; the third NaN step trips the guard, the check at step 4 stops."""
+    error, state, changed, _ = _loop([_batch(nan=True)] * 5, max_nonfinite_steps=3, logging_steps=4)
+    assert isinstance(error, RuntimeError) and "3 consecutive steps had a non-finite loss" in str(error)
+    assert state["completed_steps"] == 4 and not changed
+    # a good step in between resets the run: 2 NaN, 1 good, 2 NaN never reaches 3 in a row
+    batches = [_batch(True), _batch(True), _batch(False), _batch(True), _batch(True)]
+    metrics, state, changed, _ = _loop(batches, max_nonfinite_steps=3, logging_steps=4)
+    assert not isinstance(metrics, Exception) and changed and state["nonfinite_run"] == 2
+
+
+def test_an_optimizer_that_cannot_skip_on_the_device_is_refused():
+    with pytest.raises(ValueError, match=r"such as torch.optim.AdamW\(fused=True\); got SGD"):
+        _loop([_batch(nan=False)], optimizer=lambda m: torch.optim.SGD(m.parameters(), lr=0.1))
+
+
+class HostReads(TorchDispatchMode):
+    """Records every op that makes the host wait for the device (a sync on a GPU): .item(), bool(), nonzero ..."""
+
+    SYNCING = {"_local_scalar_dense", "is_nonzero", "nonzero", "equal", "masked_select", "_unique2", "unique_dim"}
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket.__name__ in self.SYNCING:
+            self.calls.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_training_step_never_waits_for_the_device(monkeypatch):
+    """Each step (forward, backward, clipping, the guard, the fused AdamW step, the schedule, the running sums)
+    runs with a recorder of host reads; logging is due only after the last step."""
+    recorder = HostReads()
+    copies = []
+    for name in ("tolist", "cpu", "numpy"):  # host copies that dispatch nothing on a CPU tensor
+        original = getattr(torch.Tensor, name)
+        monkeypatch.setattr(
+            torch.Tensor, name, lambda self, *a, _o=original, _n=name, **k: (copies.append(_n), _o(self, *a, **k))[1]
+        )
+    steps = []
+
+    def watched(batches):
+        for batch in batches:
+            recorder.__enter__()
+            copies.clear()
+            yield batch  # the loop body, one step, runs with the recorder on
+            recorder.__exit__(None, None, None)
+            steps.append(list(copies))
+
+    batches = [_batch(nan=i == 1, seed=i) for i in range(4)]
+    metrics, state, changed, _ = _loop(watched(batches), logging_steps=100)
+    assert state["completed_steps"] == 4 and changed and len(steps) == 4
+    assert recorder.calls == [] and steps == [[], [], [], []]
+    assert state["nonfinite_run"] == 0 and math.isfinite(metrics["train_loss"])
+    # the recorders do see host reads: .item() in the step would be caught, and so would the guard's check
+    with HostReads() as control:
+        torch.ones(2).sum().item()
+    assert control.calls == ["aten._local_scalar_dense.default"]
+    copies.clear()
+    NonFiniteGuard(3, torch.device("cpu")).check(0)
+    assert copies == ["tolist"]
+
+
+def test_the_schedule_steps_once_per_optimizer_step_under_accumulation():
+    metrics, state, _, (optimizer, scheduler) = _loop(
+        [_batch(False, i) for i in range(6)], gradient_accumulation_steps=2
+    )
+    assert state["completed_steps"] == 3 and scheduler.scheduler.last_epoch == 3
+    assert all(float(s["step"]) == 3 for s in optimizer.optimizer.state.values())
+
+
+def _fake_checkpoint(folder, steps):
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(b"w" * 1000)
+    (folder / "optimizer.bin").write_bytes(b"o" * 2000)
+    (folder / STATE_FILE).write_text(json.dumps({"completed_steps": steps}))
+
+
+def test_pruning_keeps_the_newest_and_clears_leftovers(tmp_path):
+    for steps in (2, 4, 6, 8):
+        _fake_checkpoint(tmp_path / f"step_{steps}", steps)
+    _fake_checkpoint(tmp_path / "epoch_1", 5)  # counted by its steps, with the step checkpoints
+    (tmp_path / "best").mkdir()  # not a checkpoint: never counted, never deleted
+    (tmp_path / ".tmp-step_10").mkdir()  # a save killed before its rename
+    assert prune_checkpoints(tmp_path, 2) == ["step_2", "step_4", "epoch_1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "step_6", "step_8"]
+    assert find_latest_checkpoint(tmp_path) == tmp_path / "step_8"
+    assert prune_checkpoints(tmp_path, 2) == []
+    with pytest.raises(ValueError, match="total_limit must be at least 1"):
+        prune_checkpoints(tmp_path, 0)
+
+
+@pytest.mark.parametrize("kill_at", ["after_renames", "mid_delete"])
+def test_a_kill_during_pruning_leaves_the_kept_checkpoints_whole(tmp_path, kill_at):
+    for steps in (2, 4, 6, 8):
+        _fake_checkpoint(tmp_path / f"step_{steps}", steps)
+    script = f"""
+import os, shutil, signal
+from pathlib import Path
+from swin_tiny_hf.training import checkpointing
+
+def rmtree(path, ignore_errors=False):
+    if {kill_at!r} == "mid_delete":
+        next(Path(path).iterdir()).unlink()  # one file gone, then the kill
+    os.kill(os.getpid(), signal.SIGKILL)
+
+checkpointing.shutil.rmtree = rmtree
+checkpointing.prune_checkpoints({str(tmp_path)!r}, 2)
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == -signal.SIGKILL, result.stderr
+    kept = complete_checkpoints(tmp_path)
+    assert [folder.name for _, folder in kept] == ["step_6", "step_8"]
+    for _, folder in kept:  # whole
+        assert {p.name for p in folder.iterdir()} == {"model.safetensors", "optimizer.bin", STATE_FILE}
+    assert resolve_checkpoint("latest", tmp_path) == tmp_path / "step_8"
+    # the next save's pruning clears what the kill left
+    assert any(p.name.startswith(".trash-") for p in tmp_path.iterdir())
+    prune_checkpoints(tmp_path, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_6", "step_8"]

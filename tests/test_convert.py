@@ -6,18 +6,11 @@ import torch
 from swin_tiny_hf import SwinTinyConfig, SwinTinyForImageClassification
 from swin_tiny_hf.convert import config_from_state_dict, convert_state_dict, main
 
+from conftest import perturbed
+
 timm = pytest.importorskip("timm")
 
 CLASSIC = dict(image_size=224, num_heads=[3, 6, 12, 24], window_size=7, num_labels=1000)
-
-
-def perturbed(model):
-    """Random weights everywhere (LayerNorms and bias tables start at 1/0 and would hide mistakes)."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +100,10 @@ def test_config_is_read_off_the_weights(timm_model):
         [7, 7, 7, 7],
         1000,
     )
+    # ImageNet-1k's head: readable names, WordNet ids kept
+    assert config.id2label[1] == "goldfish" and config.wordnet_ids[1] == "n01443537"
+    assert config.id2label[134] == "crane (n02012849)" and config.id2label[517] == "crane (n03126707)"
+    assert len(set(config.id2label.values())) == 1000 and config.label2id["goldfish"] == 1
 
 
 def test_cli_writes_a_folder_that_fine_tunes_with_a_new_head(timm_model, images, tmp_path):

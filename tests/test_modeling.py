@@ -278,3 +278,54 @@ def test_attention_mask_is_cached_in_inference_and_never_stale(config, pixel_val
     model.train()
     model(pixel_values, labels=torch.tensor([0, 1, 2])).loss.backward()
     assert attention.relative_position_bias_table.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("switch_modes", [True, False], ids=["train_then_eval", "optimizer_step_in_eval_mode"])
+def test_a_fused_optimizer_step_does_not_leave_a_stale_cached_mask(config, pixel_values, switch_modes):
+    """Fused AdamW updates the bias tables in place without bumping their version counter: the cache must
+    notice anyway (evaluation after training once used the masks of the epoch before)."""
+    torch.manual_seed(0)
+    model = SwinTinyForImageClassification(config).eval()
+    with torch.no_grad():
+        model(pixel_values)  # fills the cache
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1, fused=True)
+    versions = [b.attention.relative_position_bias_table._version for b in model.swin.stages[0].blocks]
+    if switch_modes:
+        model.train()
+    model(pixel_values, labels=torch.tensor([0, 1, 2])).loss.backward()
+    optimizer.step()
+    assert [b.attention.relative_position_bias_table._version for b in model.swin.stages[0].blocks] == versions
+    model.eval()
+    with torch.no_grad():
+        after = model(pixel_values).logits
+    fresh = SwinTinyForImageClassification(config).eval()
+    fresh.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(after, fresh(pixel_values).logits, rtol=0, atol=0)
+
+
+def test_initial_spread_of_every_parameter_matches_timms():
+    """The original Swin's init (timm's): trunc normal 0.02 for linears and bias tables, LayerNorm 1/0, and
+    PyTorch's own init for the patch-embedding convolution. Compared tensor by tensor, by name, on a freshly
+    built timm model converted to our layout."""
+    timm = pytest.importorskip("timm")
+    from swin_tiny_hf.convert import convert_state_dict, timm_swin_kwargs
+
+    torch.manual_seed(0)
+    config = SwinTinyConfig()
+    ours = SwinTinyForImageClassification(config).state_dict()
+    reference = timm.models.swin_transformer.SwinTransformer(**timm_swin_kwargs(config))
+    theirs = convert_state_dict(reference.state_dict(), "timm")
+    assert set(ours) == set(theirs)
+    for name, tensor in ours.items():
+        other = theirs[name].float()
+        if other.std() == 0:  # constant: LayerNorm 1 and 0, zero biases
+            assert torch.equal(tensor, other), name
+            continue
+        # the std of n samples is within a few 1/sqrt(2n) of the truth; the smallest tensors have 96 entries
+        tolerance = 0.1 if tensor.numel() >= 1000 else 0.3
+        assert abs(float(tensor.std() / other.std()) - 1) < tolerance, (name, float(tensor.std()), float(other.std()))
+        assert abs(float(tensor.mean() - other.mean())) < 0.3 * float(other.std()), name
+    # the patch embedding is not trunc normal 0.02: PyTorch's Kaiming uniform, bound 1/sqrt(fan_in = 3 * 4 * 4)
+    conv = ours["swin.embeddings.projection.weight"]
+    assert float(conv.abs().max()) <= 48**-0.5 and float(conv.std()) > 0.06

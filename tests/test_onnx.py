@@ -8,17 +8,9 @@ import torch
 from swin_tiny_hf import SwinTinyConfig, SwinTinyForImageClassification
 from swin_tiny_hf.export_onnx import check_export, export_onnx
 
-from conftest import tiny_config
+from conftest import perturbed, tiny_config
 
 onnxruntime = pytest.importorskip("onnxruntime")
-
-
-def perturbed(model):
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(torch.randn_like(parameter) * 0.02)
-    return model.eval()
 
 
 def onnx_logits(path, pixels):

@@ -4,7 +4,12 @@ import torch
 
 from swin_tiny_hf import SwinTinyForImageClassification
 from swin_tiny_hf.training import top_k_accuracy
-from swin_tiny_hf.training.optimization import learning_rate_at, parameter_groups, warmup_cosine_scheduler
+from swin_tiny_hf.training.optimization import (
+    learning_rate_at,
+    parameter_groups,
+    scaled_learning_rate,
+    warmup_cosine_scheduler,
+)
 
 from conftest import tiny_config
 
@@ -55,3 +60,43 @@ def test_top_k_accuracy_loads_offline_through_evaluate():
     metric = evaluate.load(top_k_accuracy.__file__, keep_in_memory=True)
     metric.add_batch(predictions=[[3, 1, 2], [0, 2, 1], [1, 0, 2]], references=[3, 2, 2])
     assert metric.compute(top_k=(1, 3)) == {"top1_accuracy": pytest.approx(1 / 3), "top3_accuracy": 1.0}
+
+
+def test_learning_rate_follows_the_global_batch():
+    assert scaled_learning_rate(2.5e-4, 64, 64) == 2.5e-4  # the reference: one GPU, batch 64
+    assert scaled_learning_rate(2.5e-4, 64, 512) == pytest.approx(2e-3)  # 8 GPUs x 64
+    assert scaled_learning_rate(1e-3, 256, 64) == pytest.approx(2.5e-4)  # how the reference got its 2.5e-4
+    assert scaled_learning_rate(2.5e-4, 64, 256, "sqrt") == pytest.approx(5e-4)
+    with pytest.raises(ValueError, match="rule must be 'linear' or 'sqrt'"):
+        scaled_learning_rate(2.5e-4, 64, 64, "cubic")
+    with pytest.raises(ValueError, match="need lr_base > 0"):
+        scaled_learning_rate(2.5e-4, 0, 64)
+
+
+def test_train_resolves_the_learning_rate_from_processes_batch_and_accumulation():
+    import train
+
+    args = train.parse_args(
+        ["--output_dir", "x", "--per_device_train_batch_size", "64", "--gradient_accumulation_steps", "2"]
+    )
+    learning_rate, global_batch, how = train.resolve_learning_rate(args, num_processes=8)
+    assert global_batch == 1024 and learning_rate == pytest.approx(2.5e-4 * 1024 / 64)
+    assert "--lr_base 0.00025 x (1024 / 64), linear" == how
+    explicit = train.parse_args(["--output_dir", "x", "--learning_rate", "1e-3"])
+    assert train.resolve_learning_rate(explicit, num_processes=8)[:2] == (1e-3, 512)
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch):
+    import train
+
+    monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for native, expected in ((True, "bf16"), (False, "no")):
+        monkeypatch.setattr(train, "native_cpu_bf16", lambda native=native: native)
+        assert train.resolve_mixed_precision("auto") == expected
+    assert train.resolve_mixed_precision("no") == "no"  # an explicit choice always wins
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")  # accelerate launch --mixed_precision fp16
+    assert train.resolve_mixed_precision("auto") == "fp16"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")  # what accelerate launch sets when not told
+    assert train.resolve_mixed_precision("auto") == "fp16"

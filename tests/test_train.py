@@ -14,7 +14,9 @@ import torch
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
-from datasets_for_tests import tiny_imagenet_like
+from swin_tiny_hf.training.synthetic_dataset import write_hub_layout
+
+from datasets_for_tests import WORDNET_IDS, tiny_imagenet_like
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -41,12 +43,16 @@ TIN_RUN = [
     *"--per_device_train_batch_size 8 --num_train_epochs 2 --warmup_epochs 1 --mix_off_first_epochs 0".split(),
     *"--mix_off_last_epochs 0 --dataloader_num_workers 2".split(),
 ]
-TIMING = ("images_per_second", "epoch_seconds")
+TIMING = ("images_per_second", "epoch_seconds", "data_seconds", "eval_seconds")
 
 
-def train(*flags, launcher=(sys.executable,), check=True):
+def train(*flags, launcher=(sys.executable,), check=True, env=None):
     result = subprocess.run(
-        [*launcher, str(ROOT / "train.py"), *flags], capture_output=True, text=True, env=ENV, cwd=ROOT
+        [*launcher, str(ROOT / "train.py"), *flags],
+        capture_output=True,
+        text=True,
+        env={**ENV, **(env or {})},
+        cwd=ROOT,
     )
     if check:
         assert result.returncode == 0, result.stderr[-4000:]
@@ -150,8 +156,10 @@ def test_resume_from_the_last_step_still_evaluates_the_last_epoch(uninterrupted,
 
 
 def test_resume_after_sigkill_ends_with_the_same_weights_and_history(uninterrupted, tmp_path):
+    """Killed mid-run, with --checkpoints_total_limit 2 pruning as it goes; resumed from the newest checkpoint."""
+    limit = ["--checkpoints_total_limit", "2"]
     process = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *RESUME_RUN, "--output_dir", str(tmp_path)],
+        [sys.executable, str(ROOT / "train.py"), *RESUME_RUN, *limit, "--output_dir", str(tmp_path)],
         env=ENV,
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
@@ -164,9 +172,16 @@ def test_resume_after_sigkill_ends_with_the_same_weights_and_history(uninterrupt
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL
     assert not (tmp_path / "model.safetensors").exists()  # it really died mid-run
-    train(*RESUME_RUN, "--output_dir", str(tmp_path), "--resume_from_checkpoint", "latest")
+    assert len([p for p in tmp_path.glob("step_*") if (p / "training_state.json").exists()]) <= 2
+    train(*RESUME_RUN, *limit, "--output_dir", str(tmp_path), "--resume_from_checkpoint", "latest")
     assert_same_weights(uninterrupted, tmp_path)
     assert history_without_timing(tmp_path) == history_without_timing(uninterrupted)
+    # ten checkpoints were written over the run; the newest two are kept, and nothing hidden is left behind
+    assert sorted(p.name for p in tmp_path.glob("*_*") if p.name.startswith(("step_", "epoch_"))) == [
+        "step_36",
+        "step_40",
+    ]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_eval_only_reproduces_the_final_validation_scores(uninterrupted, tmp_path):
@@ -191,11 +206,13 @@ def test_eval_only_reproduces_the_final_validation_scores(uninterrupted, tmp_pat
 
 def test_two_cpu_processes_count_every_validation_sample_once(uninterrupted, tmp_path):
     # 37 samples over 2 processes in batches of 8: accelerate pads the last batches, gather_for_metrics drops them.
+    # `accelerate launch --cpu` starts one process whatever --num_processes says; two processes on CPUs are
+    # accelerate's multi-process launcher (torchrun) with the CPU forced: DDP over gloo.
     launcher = (
         sys.executable,
         "-m",
         "accelerate.commands.launch",
-        *"--cpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no".split(),
+        *"--multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no".split(),
     )
     train(
         *"--dataset_name digits --max_train_samples 64 --max_eval_samples 37 --per_device_train_batch_size 8".split(),
@@ -204,9 +221,13 @@ def test_two_cpu_processes_count_every_validation_sample_once(uninterrupted, tmp
         "--output_dir",
         str(tmp_path / "ddp"),
         launcher=launcher,
+        env={"ACCELERATE_USE_CPU": "true"},
     )
     results = json.loads((tmp_path / "ddp" / "all_results.json").read_text())
     assert results["eval_samples"] == 37
+    # the learning rate follows the global batch: 8 per device x 2 processes = 16, so 2.5e-4 x 16 / 64
+    card = (tmp_path / "ddp" / "README.md").read_text()
+    assert "| global_batch_size | 16 |" in card and "| learning_rate | 6.25e-05 |" in card
     # the same checkpoint scored by one process gives the same numbers
     train(
         "--dataset_name",
@@ -228,7 +249,8 @@ def test_two_cpu_processes_count_every_validation_sample_once(uninterrupted, tmp
 
 
 def test_tiny_imagenet_shaped_dataset_runs_end_to_end(tmp_path):
-    tiny_imagenet_like(train_per_class=8, valid_per_class=4).save_to_disk(tmp_path / "tin")
+    """The Hub repository's layout (parquet shards, split "valid", WordNet ids) through load_dataset."""
+    write_hub_layout(tiny_imagenet_like(train_per_class=8, valid_per_class=4), tmp_path / "tin", {"train": 2})
     train(
         "--dataset_name",
         str(tmp_path / "tin"),
@@ -239,7 +261,19 @@ def test_tiny_imagenet_shaped_dataset_runs_end_to_end(tmp_path):
         str(tmp_path / "out"),
     )
     config = json.loads((tmp_path / "out" / "config.json").read_text())
-    assert config["id2label"]["0"] == "n01443537" and config["image_size"] == 64
+    # readable class names; the WordNet ids stay in the config
+    assert [config["id2label"][str(i)] for i in range(4)] == [
+        "goldfish",
+        "European fire salamander",
+        "bullfrog",
+        "tailed frog",
+    ]
+    assert config["wordnet_ids"] == WORDNET_IDS and config["image_size"] == 64
+    from PIL import Image
+    from transformers import pipeline
+
+    predictions = pipeline("image-classification", model=str(tmp_path / "out"))(Image.new("RGB", (64, 64)))
+    assert {p["label"] for p in predictions} <= set(config["label2id"])
     assert (tmp_path / "out" / "epoch_2" / "training_state.json").exists()
     original = json.loads((tmp_path / "out" / "all_results.json").read_text())
     assert original["eval_samples"] == 16
@@ -262,14 +296,30 @@ def test_tiny_imagenet_shaped_dataset_runs_end_to_end(tmp_path):
     assert again["eval_loss"] == pytest.approx(original["eval_loss"], rel=1e-6)
 
 
-def test_a_misspelt_or_abbreviated_flag_is_an_error(tmp_path):
-    for flag in ("--learning_rat", "--learning"):
-        result = train("--dataset_name", "digits", flag, "1e-3", "--output_dir", str(tmp_path), check=False)
-        assert result.returncode == 2 and "unrecognized arguments" in result.stderr
-    result = train("--dataset_name", "digits", "--window_size", "3", "--output_dir", str(tmp_path), check=False)
-    assert result.returncode != 0 and "window_size[0]=3 does not divide the stage resolution 16" in result.stderr
-    result = train("--eval_only", "--output_dir", str(tmp_path), check=False)
-    assert result.returncode == 2 and "--eval_only needs --model_name_or_path" in result.stderr
+def test_a_misspelt_or_abbreviated_flag_is_an_error(tmp_path, capsys):
+    """As a user runs it (one subprocess), then in this process, where the parser and main are the same code."""
+    result = train("--dataset_name", "digits", "--learning_rat", "1e-3", "--output_dir", str(tmp_path), check=False)
+    assert result.returncode == 2 and "unrecognized arguments: --learning_rat" in result.stderr
+    import train as script
+
+    for flags, message in (
+        (["--learning", "1e-3"], "unrecognized arguments: --learning"),  # no abbreviations
+        (["--eval_only"], "--eval_only needs --model_name_or_path"),
+        (["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be at least 1, got 0"),
+        (["--lr_base", "-1"], "--lr_base must be positive, got -1.0"),
+        (["--torch_compile", "fast"], "argument --torch_compile: invalid choice: 'fast'"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            script.parse_args(["--dataset_name", "digits", *flags, "--output_dir", str(tmp_path)])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err, flags
+    assert script.parse_args(["--torch_compile", "--output_dir", "x"]).torch_compile == "default"
+    assert script.parse_args(["--torch_compile", "max-autotune", "--output_dir", "x"]).torch_compile == "max-autotune"
+    with pytest.raises(SystemExit):  # the model's sizes are checked before any data is loaded
+        script.parse_args(["--dataset_name", "digits", "--window_size", "3", "--output_dir", str(tmp_path)])
+    assert "window_size[0]=3 does not divide the stage resolution 16" in capsys.readouterr().err
+    lower = script.parse_args(["--min_learning_rate", "0.01", "--output_dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="--min_learning_rate 0.01 is above the peak learning rate 0.00025"):
+        script.resolve_learning_rate(lower, num_processes=1)
 
 
 def test_fine_tune_a_converted_timm_checkpoint_with_a_new_head(tmp_path):

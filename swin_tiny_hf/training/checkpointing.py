@@ -5,6 +5,12 @@ scheduler, grad scaler, every process's RNG) plus `training_state.json` (where t
 history so far) and `args.json` (the resolved configuration). A kill at any moment leaves either the
 previous complete checkpoint or the new complete one: `find_latest_checkpoint` ignores temporary
 folders and folders without `training_state.json`, which is written last.
+
+With a `total_limit`, each save then deletes the oldest complete checkpoints beyond the limit (317 MB
+each for the 64 px model with its optimizer state). A checkpoint to delete is first renamed to
+`.trash-<name>`, atomically, and only then removed: a kill at any moment leaves every kept checkpoint
+whole and the newest complete one where `--resume_from_checkpoint latest` finds it; what a kill leaves
+half-deleted (or half-written) is a hidden folder that the next save clears away.
 """
 
 from __future__ import annotations
@@ -23,9 +29,15 @@ _CHECKPOINT_NAME = re.compile(r"^(step|epoch)_(\d+)$")
 
 
 def save_checkpoint(
-    accelerator: Accelerator, output_dir: str | os.PathLike, name: str, state: dict, args: dict
+    accelerator: Accelerator,
+    output_dir: str | os.PathLike,
+    name: str,
+    state: dict,
+    args: dict,
+    total_limit: int | None = None,
 ) -> Path:
-    """Save the full training state to output_dir/name atomically. Call on every process."""
+    """Save the full training state to output_dir/name atomically, then keep at most `total_limit` checkpoints
+    (the newest; None keeps all). Call on every process."""
     output_dir = Path(output_dir)
     final, temporary = output_dir / name, output_dir / f".tmp-{name}"
     if accelerator.is_main_process:
@@ -37,8 +49,41 @@ def save_checkpoint(
         (temporary / ARGS_FILE).write_text(json.dumps(args, indent=2, sort_keys=True))
         write_json_atomically(temporary / STATE_FILE, state)
         replace_folder(temporary, final)
+        if total_limit is not None:
+            prune_checkpoints(output_dir, total_limit)
     accelerator.wait_for_everyone()
     return final
+
+
+def complete_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(optimizer steps, folder) of every complete step_N / epoch_N checkpoint, oldest first."""
+    folder = Path(output_dir)
+    if not folder.is_dir():
+        return []
+    found = [
+        (json.loads((candidate / STATE_FILE).read_text())["completed_steps"], candidate)
+        for candidate in folder.iterdir()
+        if candidate.is_dir() and _CHECKPOINT_NAME.match(candidate.name) and (candidate / STATE_FILE).exists()
+    ]
+    return sorted(found, key=lambda item: (item[0], item[1].name))
+
+
+def prune_checkpoints(output_dir: str | os.PathLike, total_limit: int) -> list[str]:
+    """Delete the oldest complete checkpoints beyond `total_limit`, and what interrupted saves and deletions left.
+
+    Main process only, between saves. Returns the names of the checkpoints deleted.
+    """
+    if total_limit < 1:
+        raise ValueError(f"total_limit must be at least 1, got {total_limit}.")
+    output_dir = Path(output_dir)
+    doomed = [folder for _, folder in complete_checkpoints(output_dir)[:-total_limit]]
+    for folder in doomed:
+        folder.rename(folder.with_name(f".trash-{folder.name}"))  # atomic: no longer a checkpoint from here on
+    for leftover in output_dir.iterdir():
+        hidden, _, name = leftover.name.partition("-")
+        if hidden in (".trash", ".tmp", ".stale") and _CHECKPOINT_NAME.match(name) and leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+    return [folder.name for folder in doomed]
 
 
 def replace_folder(temporary: Path, final: Path) -> None:
@@ -62,16 +107,8 @@ def write_json_atomically(path: Path, payload) -> None:
 
 def find_latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
     """The complete checkpoint with the most optimizer steps in output_dir, or None."""
-    best, best_steps = None, -1
-    folder = Path(output_dir)
-    if not folder.is_dir():
-        return None
-    for candidate in folder.iterdir():
-        if candidate.is_dir() and _CHECKPOINT_NAME.match(candidate.name) and (candidate / STATE_FILE).exists():
-            steps = json.loads((candidate / STATE_FILE).read_text())["completed_steps"]
-            if steps > best_steps:
-                best, best_steps = candidate, steps
-    return best
+    checkpoints = complete_checkpoints(output_dir)
+    return checkpoints[-1][1] if checkpoints else None
 
 
 def resolve_checkpoint(resume_from_checkpoint: str, output_dir: str | os.PathLike) -> Path:

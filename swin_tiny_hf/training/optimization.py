@@ -47,3 +47,22 @@ def warmup_cosine_scheduler(
         optimizer,
         lambda step: learning_rate_at(step, base_lr, warmup_steps, total_steps, min_lr, warmup_start_factor) / base_lr,
     )
+
+
+def scaled_learning_rate(lr_base: float, lr_base_size: int, global_batch_size: int, rule: str = "linear") -> float:
+    """The peak learning rate for a global batch, from one tuned at lr_base_size (as timm's --lr-base).
+
+    "linear": lr_base * global_batch_size / lr_base_size (Goyal et al.; the reference recipe: 1e-3 at 256 is
+    2.5e-4 at 64); "sqrt": lr_base * sqrt(global_batch_size / lr_base_size), which some prefer for Adam.
+    """
+    if lr_base <= 0 or lr_base_size < 1 or global_batch_size < 1:
+        raise ValueError(
+            f"need lr_base > 0 and batch sizes >= 1, got lr_base={lr_base}, lr_base_size={lr_base_size}, "
+            f"global_batch_size={global_batch_size}."
+        )
+    ratio = global_batch_size / lr_base_size
+    if rule == "linear":
+        return lr_base * ratio
+    if rule == "sqrt":
+        return lr_base * math.sqrt(ratio)
+    raise ValueError(f"rule must be 'linear' or 'sqrt', got {rule!r}.")
