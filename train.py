@@ -837,11 +837,12 @@ def main(argv: list[str] | None = None) -> dict:
         model, eval_dataloader = accelerator.prepare(model, eval_dataloader)
         start = time.perf_counter()
         results = evaluate_model(model, eval_dataloader, accelerator, metric, len(label_names))
-        if not accelerator.is_main_process:
-            return {}
-        all_results = results_summary(results, eval_seconds=time.perf_counter() - start)
-        write_json_atomically(output_dir / "all_results.json", all_results)
-        logger.info("evaluation: %s", all_results)
+        all_results = {}
+        if accelerator.is_main_process:
+            all_results = results_summary(results, eval_seconds=time.perf_counter() - start)
+            write_json_atomically(output_dir / "all_results.json", all_results)
+            logger.info("evaluation: %s", all_results)
+        end(accelerator)
         return all_results
 
     data = build_training_data(args, dataset, model.config.image_size, image_processor)
@@ -879,9 +880,15 @@ def main(argv: list[str] | None = None) -> dict:
     all_results = {}
     if accelerator.is_main_process:
         all_results = finish(unwrapped, image_processor, args, state, results, time.perf_counter() - train_start)
-    if args.with_tracking:
-        accelerator.end_training()
+    end(accelerator)
     return all_results
+
+
+def end(accelerator: Accelerator) -> None:
+    """Every process waits for the main one to finish writing, then trackers close and the process group is
+    destroyed: a process that exits with its group alive can abort in gloo's or NCCL's threads (SIGABRT)."""
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
 
 
 if __name__ == "__main__":

@@ -5,10 +5,12 @@
 - `batch_augmentation.py`: the reference augmentation, run on a whole batch with per-image parameters.
 - `collate.py`: the Mixup/CutMix collator with label smoothing, and the evaluation collator.
 - `seeding.py`: per-batch seeds, so that augmentation and mixing replay exactly on resume.
-- `optimization.py`: AdamW parameter groups and the warmup + cosine learning-rate schedule.
-- `checkpointing.py`: crash-safe checkpoint folders.
+- `optimization.py`: AdamW parameter groups, the warmup + cosine schedule, learning-rate scaling to the batch.
+- `nonfinite_guard.py`: skipping and counting non-finite-loss steps on the device, without a sync per step.
+- `checkpointing.py`: crash-safe checkpoint folders and their retention.
 - `model_card.py`: the model card of a saved model folder.
 - `top_k_accuracy.py`: an offline `evaluate` metric.
+- `synthetic_dataset.py`: a generated dataset with Tiny ImageNet's shape in the Hub's layout, for rehearsals.
 
 The model modules (`swin_tiny_hf/*.py`) never import this package: a saved model folder carries the
 model's files only.

@@ -14,6 +14,7 @@ its split, which names a bad row in error messages and seeds its augmentation.
 from __future__ import annotations
 
 import io
+import logging
 import os
 from pathlib import Path
 
@@ -23,7 +24,12 @@ import PIL.Image
 import torch
 from datasets import ClassLabel, Dataset, DatasetDict, Features
 from datasets import Image as ImageFeature
-from torchcodec.decoders import decode_image
+
+try:  # TorchCodec links FFmpeg (and CUDA) libraries that a machine may lack: then PIL decodes everything
+    from torchcodec.decoders import decode_image
+except (ImportError, OSError, RuntimeError) as error:  # pragma: no cover (depends on the machine)
+    decode_image = None
+    logging.getLogger(__name__).warning("TorchCodec is unusable here (%s); decoding images with PIL", error)
 
 DEFAULT_DATASET = "zh-plus/tiny-imagenet"
 VALIDATION_SPLIT_NAMES = ("validation", "valid", "val", "test")
@@ -159,15 +165,18 @@ def decode_rgb(image: dict, split: str, row: int) -> torch.Tensor:
     """An undecoded datasets Image value -> (3, H, W) uint8 RGB (grayscale, palette and alpha included).
 
     TorchCodec decodes JPEG, PNG, WebP, GIF, AVIF and HEIC (torchvision's decoders are deprecated since
-    0.29); other formats (BMP, TIFF, ...) go through PIL. An image neither can read raises a ValueError
-    naming the split and row, so a bad file in a dataset of 100,000 can be found.
+    0.29); other formats (BMP, TIFF, ...) go through PIL, as everything does where TorchCodec cannot be
+    loaded. An image neither can read raises a ValueError naming the split and row, so a bad file in a
+    dataset of 100,000 can be found.
     """
     try:
         data = image_bytes(image)
-        try:
-            return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode="RGB")
-        except (ValueError, RuntimeError):  # a format TorchCodec does not read, or data it rejects
-            with PIL.Image.open(io.BytesIO(data)) as opened:
-                return torch.from_numpy(np.array(opened.convert("RGB"))).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W)
+        if decode_image is not None:
+            try:
+                return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode="RGB")
+            except (ValueError, RuntimeError):  # a format TorchCodec does not read, or data it rejects
+                pass
+        with PIL.Image.open(io.BytesIO(data)) as opened:
+            return torch.from_numpy(np.array(opened.convert("RGB"))).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W)
     except Exception as error:
         raise ValueError(f"could not decode the image of split {split!r} row {row}: {error}") from error
