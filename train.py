@@ -449,8 +449,8 @@ def train_one_epoch(
                     args.checkpoints_total_limit,
                 )
         waiting = time.perf_counter()
+    state["nonfinite_run"] = guard.check(state["completed_steps"])  # a sync: the queued GPU work is done
     seconds = time.perf_counter() - start
-    state["nonfinite_run"] = guard.check(state["completed_steps"])
     loss_sum, correct, seen = accelerator.reduce(sums, reduction="sum").tolist()
     state["epoch_sums"] = None
     return {
