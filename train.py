@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, BaseImageProcessor
 
 from swin_tiny_hf import SwinTinyConfig, SwinTinyForImageClassification, make_image_processor, save_model_and_processor
-from swin_tiny_hf.imagenet_classes import readable_label_names
+from swin_tiny_hf.imagenet_classes import label_config
 from swin_tiny_hf.training import top_k_accuracy
 from swin_tiny_hf.training.batch_augmentation import ReferenceTrainAugmentation
 from swin_tiny_hf.training.checkpointing import (
@@ -288,12 +288,7 @@ def build_model(args: argparse.Namespace, label_names: list[str]) -> SwinTinyFor
 
     WordNet ids ("n01443537", Tiny ImageNet's) become readable names ("goldfish") in id2label, and the ids
     are kept in config.wordnet_ids."""
-    names, wordnet_ids = readable_label_names(label_names)
-    labels = {
-        "id2label": dict(enumerate(names)),
-        "label2id": {n: i for i, n in enumerate(names)},
-        "wordnet_ids": wordnet_ids,
-    }
+    labels = label_config(label_names)
     if args.model_name_or_path:
         return SwinTinyForImageClassification.from_pretrained(
             args.model_name_or_path,

@@ -34,7 +34,7 @@ import torch
 
 from .configuration_swin_tiny import SwinTinyConfig
 from .image_processing import IMAGENET_MEAN, IMAGENET_STD, make_image_processor
-from .imagenet_classes import IMAGENET_1K_WORDNET_IDS, readable_label_names
+from .imagenet_classes import IMAGENET_1K_WORDNET_IDS, label_config
 from .modeling_swin_tiny import SwinTinyForImageClassification
 from .windows import relative_position_index
 
@@ -176,12 +176,7 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor], image_size: int 
     num_labels = state_dict["classifier.weight"].shape[0]
     labels = {"num_labels": num_labels}
     if num_labels == len(IMAGENET_1K_WORDNET_IDS):
-        names, wordnet_ids = readable_label_names(IMAGENET_1K_WORDNET_IDS)
-        labels = {
-            "id2label": dict(enumerate(names)),
-            "label2id": {n: i for i, n in enumerate(names)},
-            "wordnet_ids": wordnet_ids,
-        }
+        labels = label_config(IMAGENET_1K_WORDNET_IDS)
     return SwinTinyConfig(
         image_size=image_size,
         patch_size=projection.shape[-1],

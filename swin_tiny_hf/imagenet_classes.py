@@ -60,4 +60,14 @@ def readable_label_names(names: list[str]) -> tuple[list[str], list[str] | None]
     return readable, list(names)
 
 
+def label_config(names: list[str]) -> dict:
+    """The config fields of a label set: id2label and label2id with readable names, and the WordNet ids."""
+    readable, wordnet_ids = readable_label_names(names)
+    return {
+        "id2label": dict(enumerate(readable)),
+        "label2id": {name: i for i, name in enumerate(readable)},
+        "wordnet_ids": wordnet_ids,
+    }
+
+
 IMAGENET_1K_WORDNET_IDS = imagenet_1k_wordnet_ids()

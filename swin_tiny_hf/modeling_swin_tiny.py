@@ -468,11 +468,11 @@ class SwinTrunk:
 
     def run_trunk(
         self, pixel_values: torch.Tensor, output_attentions: bool
-    ) -> tuple[torch.Tensor, list[torch.Tensor], tuple[torch.Tensor, ...] | None]:
+    ) -> tuple[list[torch.Tensor], tuple[torch.Tensor, ...] | None]:
         """pixel_values (B, C_in, H, W) ->
-        - the last stage's output (B, H_n, W_n, C_n), channels-last;
         - the stage maps: the patch embedding (B, H/p, W/p, D), then each stage's output before its patch
-          merging (B, H_i, W_i, C_i), channels-last ("stem", "stage1", ...);
+          merging (B, H_i, W_i, C_i), channels-last ("stem", "stage1", ...); the last is the trunk's output
+          (the last stage has no merging);
         - the attention weights of every block, if asked.
         """
         check_pixel_values(pixel_values, self.config)
@@ -484,7 +484,7 @@ class SwinTrunk:
             stage_maps.append(stage_output)  # (B, H_i, W_i, C_i)
             if output_attentions:
                 attentions += stage_attentions
-        return stage_maps[-1], stage_maps, attentions
+        return stage_maps, attentions
 
 
 class SwinTinyModel(SwinTrunk, SwinTinyPreTrainedModel):
@@ -515,9 +515,9 @@ class SwinTinyModel(SwinTrunk, SwinTinyPreTrainedModel):
             output_hidden_states, output_attentions, return_dict
         )
 
-        x, stage_maps, attentions = self.run_trunk(pixel_values, output_attentions)
+        stage_maps, attentions = self.run_trunk(pixel_values, output_attentions)
         hidden_states = tuple(m.flatten(1, 2) for m in stage_maps) if output_hidden_states else None  # (B, HW, C)
-        last_hidden_state = self.norm(x.flatten(1, 2))  # (B, tokens, C)
+        last_hidden_state = self.norm(stage_maps[-1].flatten(1, 2))  # (B, tokens, C)
         pooled = last_hidden_state.mean(dim=1)  # (B, C)
         output = BaseModelOutputWithPooling(
             last_hidden_state=last_hidden_state,
@@ -670,7 +670,7 @@ class SwinTinyBackbone(SwinTrunk, BackboneMixin, SwinTinyPreTrainedModel):
             output_hidden_states, output_attentions, return_dict
         )
 
-        _, stage_maps, attentions = self.run_trunk(pixel_values, output_attentions)
+        stage_maps, attentions = self.run_trunk(pixel_values, output_attentions)
         feature_maps = tuple(
             self.hidden_states_norms[name](stage_maps[index]).permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
             for name, index in zip(self.out_features, self.out_indices)
