@@ -1,6 +1,6 @@
 """Model throughput on this machine: swin_tiny_hf against timm's and transformers' Swin, in one process.
 
-    python benchmarks/model_throughput.py [--batch_size 64] [--repeats 5] [--skip_224]
+    python benchmarks/model_throughput.py [--batch_size 64] [--repeats 5] [--skip_224] [--compare_with DIR]
 
 Prints images/s for inference (no grad, eval) and for a training step (forward, backward, AdamW), the
 ratio to each reference, the parameter count, and the achieved GFLOP/s against this machine's fp32
@@ -8,12 +8,17 @@ matmul rate (measured through MKL and through oneDNN; the faster is the ceiling)
 interleaved (round-robin, best of `repeats`), so drift hits all alike.
 At 64 px the reference is timm's SwinTransformer at the same config (default attention, and fused
 attention); transformers' Swin cannot run at 64 px, so it is compared at 224 px (classic Swin-T).
+`--compare_with DIR` adds the swin_tiny_hf of another checkout (e.g. `git worktree add DIR <commit>`) at
+both sizes, same weights, timed in the same round-robin: a before/after of a change, measured in one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import sys
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -122,6 +127,26 @@ def run(candidates: list[Candidate], repeats: int, machine_gflops: float, title:
     print("('ours xR': swin_tiny_hf's images/s divided by this row's; R > 1 means swin_tiny_hf is faster.)")
 
 
+def other_checkout(directory: str):
+    """The swin_tiny_hf package of another checkout, imported as `swin_tiny_hf_compared`."""
+    init = Path(directory) / "swin_tiny_hf" / "__init__.py"
+    if not init.is_file():
+        raise ValueError(f"--compare_with {directory}: expected a checkout of this project, found no {init}.")
+    spec = importlib.util.spec_from_file_location("swin_tiny_hf_compared", init)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["swin_tiny_hf_compared"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def same_model_from(package, model: torch.nn.Module) -> torch.nn.Module:
+    """`model` rebuilt with another checkout's classes, with the same weights."""
+    config = package.SwinTinyConfig(**model.config.to_diff_dict())
+    other = package.SwinTinyForImageClassification(config)
+    other.load_state_dict(model.state_dict())
+    return other
+
+
 def timm_swin(fused: bool, **kwargs):
     import timm.layers
     from timm.models.swin_transformer import SwinTransformer
@@ -139,7 +164,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip_224", action="store_true")
     parser.add_argument("--skip_bf16", action="store_true", help="leave out the bf16 autocast rows at 64 px")
+    parser.add_argument("--compare_with", metavar="DIR", help="another checkout's swin_tiny_hf, timed alongside")
     args = parser.parse_args()
+    compared = other_checkout(args.compare_with) if args.compare_with else None
     torch.manual_seed(0)
     rates = matmul_gflops()
     machine = max(rates["torch.mm (MKL)"], rates["1x1 conv (oneDNN)"])
@@ -152,8 +179,13 @@ def main() -> None:
     pixels, labels = torch.randn(args.batch_size, 3, 64, 64), torch.randint(0, 200, (args.batch_size,))
     config = SwinTinyConfig()
     small = timm_swin_kwargs(config)  # the same architecture in timm
-    candidates = [
-        Candidate("swin_tiny_hf (sdpa)", SwinTinyForImageClassification(config), pixels, labels),
+    ours = SwinTinyForImageClassification(config)
+    candidates = [Candidate("swin_tiny_hf (sdpa)", ours, pixels, labels)]
+    if compared:
+        candidates.append(
+            Candidate(f"swin_tiny_hf at {args.compare_with} (sdpa)", same_model_from(compared, ours), pixels, labels)
+        )
+    candidates += [
         Candidate(
             "swin_tiny_hf (eager)",
             SwinTinyForImageClassification._from_config(config, attn_implementation="eager"),
@@ -190,8 +222,15 @@ def main() -> None:
         classic = SwinTinyConfig(
             image_size=224, num_heads=[3, 6, 12, 24], window_size=7, num_labels=1000, drop_path_rate=0.2
         )
-        candidates = [
-            Candidate("swin_tiny_hf (sdpa)", SwinTinyForImageClassification(classic), pixels, labels),
+        ours = SwinTinyForImageClassification(classic)
+        candidates = [Candidate("swin_tiny_hf (sdpa)", ours, pixels, labels)]
+        if compared:
+            candidates.append(
+                Candidate(
+                    f"swin_tiny_hf at {args.compare_with} (sdpa)", same_model_from(compared, ours), pixels, labels
+                )
+            )
+        candidates += [
             Candidate(
                 "transformers SwinForImageClassification",
                 SwinForImageClassification(SwinConfig(num_labels=1000, drop_path_rate=0.2)),

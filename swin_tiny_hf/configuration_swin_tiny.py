@@ -15,14 +15,17 @@ import difflib
 from dataclasses import fields
 
 from transformers import PreTrainedConfig
+from transformers.utils import logging
 
 try:  # transformers >= 5.x keeps it at the top level; the older path warns
     from transformers.backbone_utils import BackboneConfigMixin
 except ImportError:  # pragma: no cover
     from transformers.utils.backbone_utils import BackboneConfigMixin
 
+logger = logging.get_logger(__name__)
+
 # Keyword arguments that transformers itself passes to a config's __post_init__ (from config.json
-# or from `from_pretrained(..., **kwargs)`); anything else that is not a field is a typo.
+# or from `from_pretrained(..., **kwargs)`); anything else that is not a field is kept with a warning.
 _TRANSFORMERS_KWARGS = frozenset(
     {
         "num_labels",
@@ -57,8 +60,10 @@ class SwinTinyConfig(BackboneConfigMixin, PreTrainedConfig):
         num_heads (`list[int]`, defaults to `[2, 4, 8, 16]`): attention heads per stage. Tiny ImageNet uses 48-dim
             heads (96 / 2), half the heads of ImageNet Swin-T, as the reference design did.
         window_size (`int` or `list[int]`, defaults to `[8, 8, 4, 2]`): attention window side per stage; an int means
-            every stage. A window not smaller than its stage's resolution is clipped to it and that stage does not
-            shift, as in the original Swin (at 64 px only stage 1 shifts).
+            every stage. A window not smaller than its stage's resolution at `image_size` is clipped to it, for good
+            (the bias tables are sized for it), and that stage does not shift at `image_size`, as in the original
+            Swin (at 64 px only stage 1 shifts). Inputs of other sizes are padded to multiples of the windows and
+            shift wherever a stage's map is larger than its window (see `SwinStage`).
         mlp_ratio (`float`, defaults to 4.0): hidden width of the MLP relative to the block's channels.
         qkv_bias (`bool`, defaults to `True`): whether the query/key/value projection has a bias.
         drop_path_rate (`float`, defaults to 0.2): stochastic depth rate of the last block; it rises linearly from 0.
@@ -103,16 +108,7 @@ class SwinTinyConfig(BackboneConfigMixin, PreTrainedConfig):
     _out_indices: list[int] | None = None
 
     def __post_init__(self, **kwargs):
-        unknown = sorted(set(kwargs) - _TRANSFORMERS_KWARGS)
-        if unknown:
-            field_names = [f.name for f in fields(self)]
-            hints = [
-                f"{name!r} (did you mean {match[0]!r}?)"
-                if (match := difflib.get_close_matches(name, field_names, 1))
-                else repr(name)
-                for name in unknown
-            ]
-            raise ValueError(f"SwinTinyConfig got unknown arguments: {', '.join(hints)}. Valid fields: {field_names}.")
+        derived_sizes = self._keep_unknown_arguments(kwargs)
         kwargs.pop("model_type", None)
         if self.wordnet_ids is not None and kwargs.get("num_labels", len(self.wordnet_ids)) != len(self.wordnet_ids):
             # num_labels replaces id2label (transformers' new-head idiom): the ids named the old head's classes
@@ -126,6 +122,13 @@ class SwinTinyConfig(BackboneConfigMixin, PreTrainedConfig):
             [self.window_size] * len(self.depths) if isinstance(self.window_size, int) else list(self.window_size)
         )
         self._validate_sizes()
+        for name, value in derived_sizes.items():
+            actual = getattr(self, self.attribute_map.get(name, name))
+            if value != actual:
+                raise ValueError(
+                    f"{name}={value!r} disagrees with the fields it is derived from, which give {name}={actual!r}; "
+                    f"set the fields instead (embed_dim, depths, ...)."
+                )
         kwargs.pop("stage_names", None)  # derived from depths, never read from config.json
         self.stage_names = ["stem"] + [f"stage{i}" for i in range(1, len(self.depths) + 1)]
         out_features, out_indices = kwargs.pop("out_features", None), kwargs.pop("out_indices", None)
@@ -141,6 +144,28 @@ class SwinTinyConfig(BackboneConfigMixin, PreTrainedConfig):
             if len(ids) != self.num_labels:
                 raise ValueError(f"wordnet_ids has {len(ids)} entries but the model has {self.num_labels} labels.")
             self.wordnet_ids = list(ids)
+
+    def _keep_unknown_arguments(self, kwargs: dict) -> dict:
+        """Keys that are no field of ours are kept as attributes, as `PreTrainedConfig` does: a folder saved by
+        anyone loads (Trainer, PEFT and transformers' own tests annotate configs). A warning names each key and the
+        closest field, since a misspelt size (`windw_size`) would otherwise go unnoticed. Keys that name a size
+        derived from the fields (`hidden_size`, `num_hidden_layers`, ...) cannot be set: they are taken out of
+        kwargs and returned, to be checked against the fields once those are validated."""
+        unknown = sorted(set(kwargs) - _TRANSFORMERS_KWARGS)
+        field_names = [f.name for f in fields(self) if not f.name.startswith("_")]
+        hints, derived_sizes = [], {}
+        for name in unknown:
+            if isinstance(getattr(type(self), self.attribute_map.get(name, name), None), property):
+                derived_sizes[name] = kwargs.pop(name)
+                continue
+            match = difflib.get_close_matches(name, field_names, 1)
+            hints.append(f"{name!r} (closest field: {match[0]!r})" if match else repr(name))
+        if hints:
+            logger.warning(
+                f"SwinTinyConfig got arguments that are none of its fields: {', '.join(hints)}. They are kept as "
+                f"attributes and saved with the config, but the model does not read them. Fields: {field_names}."
+            )
+        return derived_sizes
 
     # ----------------------------------------------------------------------------------------- derived sizes
     @property
@@ -160,12 +185,13 @@ class SwinTinyConfig(BackboneConfigMixin, PreTrainedConfig):
 
     @property
     def stage_windows(self) -> list[int]:
-        """Window side of each stage after clipping to the stage's resolution."""
+        """Window side of each stage after clipping to the stage's resolution at image_size."""
         return [min(w, r) for w, r in zip(self.window_size, self.stage_resolutions)]
 
     @property
     def stage_shifts(self) -> list[int]:
-        """Cyclic shift of the odd blocks of each stage: window // 2, or 0 where the window covers the stage."""
+        """Cyclic shift of the odd blocks of each stage at image_size: window // 2, or 0 where the window covers the
+        stage."""
         return [0 if r <= w else w // 2 for w, r in zip(self.window_size, self.stage_resolutions)]
 
     # ----------------------------------------------------------------------------------------- validation

@@ -11,6 +11,11 @@ linear classifier) and `SwinTinyBackbone` (per-stage feature maps for detection 
 through transformers' `BackboneMixin`). The three share one state-dict layout for the trunk, so any
 folder we save opens with `AutoModel`, `AutoModelForImageClassification` and `AutoBackbone`.
 
+Any input size runs, as in the original Swin: the image is padded with zeros (right, bottom) to a multiple
+of the patch, each block pads its normalised map to a multiple of its window and crops back after attention,
+and patch merging pads an odd side. Windows never change (the bias tables are sized for them); shifts follow
+the map's size (`SwinStage`). At `config.image_size` nothing is padded and the computation is unchanged.
+
 Under `torch.export` (and so `torch.onnx.export`) the model runs attention as explicit matmul + softmax
 and its linears as plain matrix products: the same arithmetic in portable ops, which survive the
 exporter's decompositions (a fused attention kernel's output strides change there, and a view of it fails).
@@ -109,25 +114,36 @@ class PatchEmbedding(nn.Module):
         self.norm = nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps) if config.patch_norm else nn.Identity()
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        p = self.projection.kernel_size[0]
+        pad_h, pad_w = -pixel_values.shape[2] % p, -pixel_values.shape[3] % p
+        if pad_h or pad_w:  # any size: zeros right and bottom, up to a multiple of the patch (as the original Swin)
+            pixel_values = F.pad(pixel_values, (0, pad_w, 0, pad_h))  # (B, C_in, ceil(H/p)*p, ceil(W/p)*p)
         x = self.projection(pixel_values)  # (B, C_in, H, W) -> (B, D, H/p, W/p)
         x = x.permute(0, 2, 3, 1)  # (B, H/p, W/p, D), channels-last
         return self.norm(x)
 
 
 def eager_window_attention(
-    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, mask: torch.Tensor, dropout: float
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor,
+    dropout: float,
+    weights_shape: tuple[int, ...],
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """softmax(q k^T / sqrt(d) + mask) v, also returning the weights.
 
     Args:
         query, key, value: (B', G, N, d) where G groups heads (and windows, for shifted blocks).
         mask: (1, G, N, N) additive: relative position bias plus the shift mask.
+        weights_shape: the shape in which to return the weights, a view of (B', G, N, N).
     Returns:
-        output (B', G, N, d) and attention weights (B', G, N, N).
+        output (B', G, N, d) and the attention weights in `weights_shape`. The output is computed from that
+        view of the weights, so they are part of the graph: `retain_grad()` on them gets the gradient.
     """
     scores = torch.matmul(query, key.transpose(-2, -1)) * query.shape[-1] ** -0.5 + mask  # (B', G, N, N)
-    weights = scores.softmax(dim=-1, dtype=torch.float32).to(query.dtype)
-    output = torch.matmul(F.dropout(weights, p=dropout), value)  # (B', G, N, d)
+    weights = scores.softmax(dim=-1, dtype=torch.float32).to(query.dtype).view(weights_shape)
+    output = torch.matmul(F.dropout(weights.view(scores.shape), p=dropout), value)  # (B', G, N, d)
     return output, weights
 
 
@@ -163,12 +179,15 @@ class WindowAttention(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]  # (N*N, heads)
         return bias.view(n, n, self.num_heads).permute(2, 0, 1)  # (heads, N, N)
 
-    def attention_mask(self, shift_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    def attention_mask(
+        self, shift_mask: torch.Tensor | None, dtype: torch.dtype, map_size: tuple[int, int]
+    ) -> torch.Tensor:
         """The one additive mask of this block: relative position bias, plus the shift mask for SW-MSA.
 
         Returns (1, heads, N, N) for W-MSA, (1, nW*heads, N, N) for SW-MSA, in `dtype`. While no gradient
         flows to the bias table (inference, frozen table), the mask is built once and reused until the
-        table, its device or the dtype changes; in training it is rebuilt every call, so gradients reach the table.
+        table, its device, the dtype or the (padded) map size of a shifted block changes; in training it is rebuilt
+        every call, so gradients reach the table.
 
         The table's version counter does not see every change: fused optimizers (AdamW(fused=True)) update
         parameters in place without bumping it. So a forward that lets gradients reach the table, and any
@@ -187,7 +206,7 @@ class WindowAttention(nn.Module):
                 table.data_ptr(),
                 table._version,
                 dtype,
-                shift_mask is None,
+                None if shift_mask is None else map_size,  # a shifted block's mask is a function of the map size
                 torch.is_inference_mode_enabled(),
             )
             if self._mask_cache is not None and self._mask_cache[0] == key:
@@ -207,7 +226,7 @@ class WindowAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """
         Args:
-            x: (B, H, W, C) feature map.
+            x: (B, H, W, C) feature map, H and W multiples of the window.
             shift_mask: (nW, N, N) additive mask of the shifted blocks (0 / -inf), or None for W-MSA.
         Returns:
             (B, H, W, C) and, if asked, the attention weights (B, nW, heads, N, N).
@@ -226,15 +245,14 @@ class WindowAttention(nn.Module):
         else:
             # Each window has its own mask: group windows with heads so one 4-D mask broadcasts over the batch.
             q, k, v = qkv.flatten(2, 3).unbind(0)  # each (B, nW*heads, N, d)
-        mask = self.attention_mask(shift_mask, q.dtype)  # (1, heads or nW*heads, N, N)
+        mask = self.attention_mask(shift_mask, q.dtype, (H, W))  # (1, heads or nW*heads, N, N)
         dropout = self.attention_dropout if self.training else 0.0
 
         implementation = self.config._attn_implementation or "sdpa"
         weights = None
         # Exported graphs take the explicit math: see the module docstring.
         if output_attentions or implementation == "eager" or torch.compiler.is_exporting():
-            out, weights = eager_window_attention(q, k, v, mask, dropout)
-            weights = weights.view(B, nWh * nWw, heads, M * M, M * M)  # (B, nW, heads, N, N)
+            out, weights = eager_window_attention(q, k, v, mask, dropout, (B, nWh * nWw, heads, M * M, M * M))
         elif implementation == "sdpa":
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         else:
@@ -264,12 +282,15 @@ class MLP(nn.Module):
 class SwinBlock(GradientCheckpointingLayer):
     """Pre-norm Swin block: x + DropPath(Attn(LN(x))), then x + DropPath(MLP(LN(x))).
 
-    `shift` > 0 makes it an SW-MSA block: the map is rolled by -shift before attention and back after.
+    Odd blocks of a stage (`shifted`) are SW-MSA blocks: the map is rolled by -shift before attention and
+    back after, with the shift the stage chooses for the map's size (0 where a window covers the map). A map
+    whose sides are not multiples of the window is padded with zeros (right and bottom) after the norm and
+    cropped back after attention, as in the original Swin; at the config's size nothing is padded.
     """
 
-    def __init__(self, config: SwinTinyConfig, dim: int, num_heads: int, window: int, shift: int, drop_path: float):
+    def __init__(self, config: SwinTinyConfig, dim: int, num_heads: int, window: int, shifted: bool, drop_path: float):
         super().__init__()
-        self.shift = shift
+        self.shifted = shifted
         self.norm1 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.attention = WindowAttention(config, dim, num_heads, window)
         self.norm2 = nn.LayerNorm(dim, eps=config.layer_norm_eps)
@@ -277,16 +298,28 @@ class SwinBlock(GradientCheckpointingLayer):
         self.drop_path = DropPath(drop_path)
 
     def forward(
-        self, hidden_states: torch.Tensor, shift_mask: torch.Tensor | None = None, output_attentions: bool = False
+        self,
+        hidden_states: torch.Tensor,
+        shift: int = 0,
+        shift_mask: torch.Tensor | None = None,
+        output_attentions: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """hidden_states: (B, H, W, C) -> (B, H, W, C)."""
+        """hidden_states: (B, H, W, C) -> (B, H, W, C). `shift` and `shift_mask` are the stage's for this size; a
+        block that is not `shifted` ignores them."""
+        B, H, W, C = hidden_states.shape
         x = self.norm1(hidden_states)
-        if self.shift:
-            x = torch.roll(x, shifts=(-self.shift, -self.shift), dims=(1, 2))  # (B, H, W, C), cyclic shift
+        M = self.attention.window
+        pad_h, pad_w = -H % M, -W % M
+        if pad_h or pad_w:
+            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))  # (B, Hp, Wp, C): zeros right and bottom, Hp, Wp multiples of M
+        if self.shifted and shift:
+            x = torch.roll(x, shifts=(-shift, -shift), dims=(1, 2))  # (B, Hp, Wp, C), cyclic shift
             x, weights = self.attention(x, shift_mask, output_attentions)
-            x = torch.roll(x, shifts=(self.shift, self.shift), dims=(1, 2))  # undo the shift
+            x = torch.roll(x, shifts=(shift, shift), dims=(1, 2))  # undo the shift
         else:
             x, weights = self.attention(x, None, output_attentions)
+        if pad_h or pad_w:
+            x = x[:, :H, :W]  # (B, H, W, C), the padding dropped
         hidden_states = hidden_states + self.drop_path(x)
         hidden_states = hidden_states + self.drop_path(self.mlp(self.norm2(hidden_states)))
         return hidden_states, weights
@@ -301,6 +334,8 @@ class PatchMerging(nn.Module):
         self.reduction = ChannelsLastLinear(4 * dim, 2 * dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] % 2 or x.shape[2] % 2:  # any size: an odd side gets a row or column of zeros (right, bottom)
+            x = F.pad(x, (0, 0, 0, x.shape[2] % 2, 0, x.shape[1] % 2))  # (B, H + H%2, W + W%2, C)
         B, H, W, C = x.shape
         x = x.view(B, H // 2, 2, W // 2, 2, C)  # (B, H/2, row, W/2, col, C)
         # Order (row, col) = (0,0), (1,0), (0,1), (1,1), as in the paper: column-major inside the 2x2 cell.
@@ -309,50 +344,81 @@ class PatchMerging(nn.Module):
 
 
 class SwinStage(nn.Module):
-    """The blocks of one resolution, alternating W-MSA and SW-MSA, then an optional patch merging.
+    """The blocks of one resolution, alternating W-MSA and SW-MSA, and the patch merging that follows them.
 
-    Holds the stage's shift mask (one for all its shifted blocks) as a non-persistent buffer.
+    The window is fixed at construction (the bias tables are sized for it): the config's, clipped to the stage's
+    resolution at `config.image_size`. Maps of other sizes are padded to a multiple of it, never clipped. The
+    shifted blocks shift by window // 2 where the map is larger than one window, else not at all: the rule of
+    the original Swin and of transformers' Swin, taken for each input size (at `config.image_size` it gives
+    `config.stage_shifts`). The shift mask of the config's size is a non-persistent buffer; masks of other
+    (padded) sizes are built on first use and cached per size and device.
     """
+
+    MAX_CACHED_MASKS = 16  # masks of other sizes kept per stage (detection inputs come in a few sizes)
 
     def __init__(self, config: SwinTinyConfig, index: int, drop_path_rates: list[float]):
         super().__init__()
         dim = config.embed_dim * 2**index
         self.resolution = config.stage_resolutions[index]
         self.window = config.stage_windows[index]
-        self.shift = config.stage_shifts[index]
         self.blocks = nn.ModuleList(
             SwinBlock(
                 config,
                 dim,
                 config.num_heads[index],
                 self.window,
-                shift=self.shift if j % 2 else 0,
+                shifted=j % 2 == 1,
                 drop_path=drop_path_rates[j],
             )
             for j in range(config.depths[index])
         )
         self.downsample = PatchMerging(config, dim) if index < config.num_layers - 1 else None
-        if self.shift:
-            self.register_buffer("shift_mask", self.build_shift_mask(), persistent=False)
+        shift = self.shift_for(self.resolution, self.resolution)
+        if shift:
+            self.register_buffer(
+                "shift_mask", self.build_shift_mask(self.resolution, self.resolution), persistent=False
+            )
         else:
             self.shift_mask = None
+        self._other_masks: dict[tuple, torch.Tensor] = {}  # (Hp, Wp, device) -> (nW, N, N)
 
-    def build_shift_mask(self) -> torch.Tensor:
-        return shift_attention_mask(self.resolution, self.window, self.shift)  # (nW, N, N)
+    def shift_for(self, height: int, width: int) -> int:
+        """Shift of the SW-MSA blocks on a height x width map: window // 2, or 0 where one window covers it."""
+        return self.window // 2 if min(height, width) > self.window else 0
+
+    def build_shift_mask(self, height: int, width: int) -> torch.Tensor:
+        """(nW, N, N) for a map padded to height x width (multiples of the window)."""
+        return shift_attention_mask(height, width, self.window, self.shift_for(height, width))
+
+    def shift_mask_for(self, height: int, width: int, device: torch.device) -> torch.Tensor | None:
+        """The shift mask of a height x width map (before padding), or None where the blocks do not shift."""
+        if not self.shift_for(height, width):
+            return None
+        Hp, Wp = math.ceil(height / self.window) * self.window, math.ceil(width / self.window) * self.window
+        if (Hp, Wp) == (self.resolution, self.resolution) and self.shift_mask is not None:
+            return self.shift_mask
+        if torch.compiler.is_compiling():
+            return self.build_shift_mask(Hp, Wp).to(device)
+        key = (Hp, Wp, device)
+        if key not in self._other_masks:
+            if len(self._other_masks) >= self.MAX_CACHED_MASKS:
+                self._other_masks.pop(next(iter(self._other_masks)))  # the oldest
+            self._other_masks[key] = self.build_shift_mask(Hp, Wp).to(device)
+        return self._other_masks[key]
 
     def forward(
         self, hidden_states: torch.Tensor, output_attentions: bool = False
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
-        """(B, H, W, C) -> stage output (B, H, W, C), downsampled (B, H/2, W/2, 2C) or the output, attentions."""
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+        """(B, H, W, C) -> the stage's output (B, H, W, C) (before the patch merging) and the blocks' attentions."""
+        H, W = hidden_states.shape[1:3]
+        shift = self.shift_for(H, W)
+        shift_mask = self.shift_mask_for(H, W, hidden_states.device)
         attentions = ()
         for block in self.blocks:
-            hidden_states, weights = block(hidden_states, self.shift_mask, output_attentions)
+            hidden_states, weights = block(hidden_states, shift, shift_mask, output_attentions)
             if output_attentions:
                 attentions += (weights,)
-        stage_output = hidden_states
-        if self.downsample is not None:
-            hidden_states = self.downsample(hidden_states)
-        return stage_output, hidden_states, attentions
+        return hidden_states, attentions
 
 
 class SwinTinyPreTrainedModel(PreTrainedModel):
@@ -404,14 +470,14 @@ class SwinTinyPreTrainedModel(PreTrainedModel):
             init.trunc_normal_(module.relative_position_bias_table, std=std)
             init.copy_(module.relative_position_index, relative_position_index(module.window))
         elif isinstance(module, SwinStage) and module.shift_mask is not None:
-            init.copy_(module.shift_mask, module.build_shift_mask())
+            init.copy_(module.shift_mask, module.build_shift_mask(module.resolution, module.resolution))
 
 
 def check_pixel_values(pixel_values: torch.Tensor, config: SwinTinyConfig) -> None:
     """Raise a ValueError naming what was expected and what was received."""
     if not isinstance(pixel_values, torch.Tensor):
         raise ValueError(f"pixel_values must be a torch.Tensor, got {type(pixel_values).__name__}.")
-    expected = f"(batch, {config.num_channels}, {config.image_size}, {config.image_size})"
+    expected = f"(batch, {config.num_channels}, height, width)"
     if pixel_values.ndim != 4:
         raise ValueError(f"pixel_values must be 4-D {expected}, got shape {tuple(pixel_values.shape)}.")
     if not pixel_values.is_floating_point():
@@ -424,11 +490,8 @@ def check_pixel_values(pixel_values: torch.Tensor, config: SwinTinyConfig) -> No
             f"pixel_values has {pixel_values.shape[1]} channels, expected {config.num_channels} "
             f"(shape {expected}, got {tuple(pixel_values.shape)})."
         )
-    if tuple(pixel_values.shape[2:]) != (config.image_size, config.image_size):
-        raise ValueError(
-            f"pixel_values has spatial size {tuple(pixel_values.shape[2:])}, but this model takes "
-            f"{config.image_size}x{config.image_size} (config.image_size); resize with the model's image processor."
-        )
+    if min(pixel_values.shape[2:]) == 0:
+        raise ValueError(f"pixel_values has an empty spatial size {tuple(pixel_values.shape[2:])}.")
 
 
 def reject_unexpected_arguments(model: nn.Module, kwargs: dict) -> None:
@@ -466,34 +529,61 @@ class SwinTrunk:
             config.return_dict if return_dict is None else return_dict,
         )
 
+    def get_input_embeddings(self) -> nn.Conv2d:
+        """The patch embedding's projection: the layer whose weights embed the input (pixels, here), as
+        `embed_tokens` does for text. `enable_input_require_grads` hooks its output, so PEFT and gradient
+        checkpointing on a frozen trunk get gradients through the blocks."""
+        return self.embeddings.projection
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.embeddings.projection = value
+
     def run_trunk(
-        self, pixel_values: torch.Tensor, output_attentions: bool
-    ) -> tuple[list[torch.Tensor], tuple[torch.Tensor, ...] | None]:
-        """pixel_values (B, C_in, H, W) ->
+        self, pixel_values: torch.Tensor, output_hidden_states: bool, output_attentions: bool
+    ) -> tuple[list[torch.Tensor], tuple[torch.Tensor, ...] | None, tuple[torch.Tensor, ...] | None]:
+        """pixel_values (B, C_in, H, W), any H and W ->
         - the stage maps: the patch embedding (B, H/p, W/p, D), then each stage's output before its patch
           merging (B, H_i, W_i, C_i), channels-last ("stem", "stage1", ...); the last is the trunk's output
-          (the last stage has no merging);
-        - the attention weights of every block, if asked.
+          (the last stage has no merging). Sides are rounded up: H_0 = ceil(H/p), H_i+1 = ceil(H_i / 2);
+        - if asked, the same maps as tokens (B, H_i*W_i, C_i), the hidden states;
+        - if asked, the attention weights of every block.
+        Hidden states and attentions are the tensors that the computation goes on from (the maps above are views
+        of the tokens), so `retain_grad()` on them gets their gradient.
         """
         check_pixel_values(pixel_values, self.config)
-        x = self.embedding_dropout(self.embeddings(pixel_values))  # (B, H/p, W/p, D)
-        stage_maps = [x]
-        attentions = () if output_attentions else None
+        stage_maps, hidden_states, attentions = [], [], ()
+
+        def keep(x: torch.Tensor) -> torch.Tensor:
+            if output_hidden_states:
+                tokens = x.flatten(1, 2)  # (B, H_i, W_i, C_i) -> (B, H_i*W_i, C_i)
+                hidden_states.append(tokens)
+                x = tokens.unflatten(1, x.shape[1:3])  # (B, H_i, W_i, C_i), a view: the graph goes on from tokens
+            stage_maps.append(x)
+            return x
+
+        x = keep(self.embedding_dropout(self.embeddings(pixel_values)))  # (B, ceil(H/p), ceil(W/p), D)
         for stage in self.stages:
-            stage_output, x, stage_attentions = stage(x, output_attentions)
-            stage_maps.append(stage_output)  # (B, H_i, W_i, C_i)
-            if output_attentions:
-                attentions += stage_attentions
-        return stage_maps, attentions
+            x, stage_attentions = stage(x, output_attentions)  # (B, H_i, W_i, C_i)
+            attentions += stage_attentions
+            x = keep(x)
+            if stage.downsample is not None:
+                x = stage.downsample(x)  # (B, ceil(H_i/2), ceil(W_i/2), 2*C_i)
+        hidden_states = tuple(hidden_states) if output_hidden_states else None
+        attentions = attentions if output_attentions else None
+        return stage_maps, hidden_states, attentions
 
 
 class SwinTinyModel(SwinTrunk, SwinTinyPreTrainedModel):
     """Swin backbone: patch embedding, four stages, final LayerNorm and average pooling.
 
-    Outputs `BaseModelOutputWithPooling` with last_hidden_state (B, tokens, C) and pooler_output (B, C);
-    with output_hidden_states, hidden_states[0] is the patch embedding and hidden_states[i] the
-    output of stage i (before its patch merging), each (B, tokens_i, C_i); with output_attentions,
-    one (B, nW, heads, N, N) tensor of attention weights per block.
+    Takes images of any size (see `SwinStage`). Outputs `BaseModelOutputWithPooling` with last_hidden_state
+    (B, tokens, C) and pooler_output (B, C); with output_hidden_states, hidden_states[0] is the patch embedding
+    and hidden_states[i] the output of stage i (before its patch merging), each (B, tokens_i, C_i), one more
+    than `config.num_hidden_layers` (the stages), as transformers' Swin. With output_attentions, one
+    (B, nW, heads, N, N) tensor of attention weights per block (transformers' Swin returns only each stage's
+    last), nW counting the windows of the map padded to a multiple of the window, N = window**2; rows are
+    softmax distributions over the window's tokens, shifted blocks in the rolled order. Both are the tensors
+    the computation uses, so `retain_grad()` on them gets their gradient.
     """
 
     def __init__(self, config: SwinTinyConfig):
@@ -515,8 +605,7 @@ class SwinTinyModel(SwinTrunk, SwinTinyPreTrainedModel):
             output_hidden_states, output_attentions, return_dict
         )
 
-        stage_maps, attentions = self.run_trunk(pixel_values, output_attentions)
-        hidden_states = tuple(m.flatten(1, 2) for m in stage_maps) if output_hidden_states else None  # (B, HW, C)
+        stage_maps, hidden_states, attentions = self.run_trunk(pixel_values, output_hidden_states, output_attentions)
         last_hidden_state = self.norm(stage_maps[-1].flatten(1, 2))  # (B, tokens, C)
         pooled = last_hidden_state.mean(dim=1)  # (B, C)
         output = BaseModelOutputWithPooling(
@@ -607,7 +696,8 @@ class SwinTinyForImageClassification(SwinTinyPreTrainedModel):
     ) -> ImageClassifierOutput | tuple:
         """
         Args:
-            pixel_values: (B, C_in, image_size, image_size), normalised by the model's image processor.
+            pixel_values: (B, C_in, H, W), normalised by the model's image processor (which resizes to
+                `config.image_size`, the size the classifier was trained at); any H and W run.
             labels: (B,) class ids, or (B, num_labels) float targets; see `classification_loss`.
             num_items_in_batch: label entries in the whole accumulated step (what transformers' Trainer passes
                 under gradient accumulation); the loss is then summed over the batch and divided by it.
@@ -670,12 +760,11 @@ class SwinTinyBackbone(SwinTrunk, BackboneMixin, SwinTinyPreTrainedModel):
             output_hidden_states, output_attentions, return_dict
         )
 
-        stage_maps, attentions = self.run_trunk(pixel_values, output_attentions)
+        stage_maps, hidden_states, attentions = self.run_trunk(pixel_values, output_hidden_states, output_attentions)
         feature_maps = tuple(
             self.hidden_states_norms[name](stage_maps[index]).permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
             for name, index in zip(self.out_features, self.out_indices)
         )
-        hidden_states = tuple(m.flatten(1, 2) for m in stage_maps) if output_hidden_states else None  # (B, HW, C)
         output = BackboneOutput(feature_maps=feature_maps, hidden_states=hidden_states, attentions=attentions)
         return output if return_dict else output.to_tuple()
 

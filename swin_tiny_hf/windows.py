@@ -49,22 +49,25 @@ def relative_position_index(window: int) -> torch.Tensor:
     return offsets[0] * (2 * window - 1) + offsets[1]  # (M*M, M*M)
 
 
-def shift_attention_mask(resolution: int, window: int, shift: int) -> torch.Tensor:
-    """Additive attention mask of the shifted-window blocks (SW-MSA).
+def shift_attention_mask(height: int, width: int, window: int, shift: int) -> torch.Tensor:
+    """Additive attention mask of the shifted-window blocks (SW-MSA) on a height x width map.
 
     After the feature map is rolled by -shift on both axes, the windows along the bottom and right
     edges hold tokens from up to four regions that were not neighbours in the image. A token may
     attend only to tokens of its own region. Masked pairs get -inf (exact zero after softmax; every
-    token can always attend to itself, so no row is entirely masked).
+    token can always attend to itself, so no row is entirely masked). A map padded to a multiple of
+    the window (inputs of any size) takes the mask of its padded size, as the original Swin does.
 
     Returns:
-        (nW, M*M, M*M) float32 with 0 where attention is allowed and -inf where it is not.
+        (nW, M*M, M*M) float32 with 0 where attention is allowed and -inf where it is not,
+        nW = (height / M) * (width / M).
     """
-    if not 0 < shift < window <= resolution:
+    if not 0 < shift < window <= min(height, width) or height % window or width % window:
         raise ValueError(
-            f"need 0 < shift < window <= resolution, got shift={shift}, window={window}, resolution={resolution}"
+            f"need 0 < shift < window <= min(height, width) and height, width multiples of window, got "
+            f"shift={shift}, window={window}, height={height}, width={width}"
         )
-    region = torch.zeros(1, resolution, resolution, 1)
+    region = torch.zeros(1, height, width, 1)
     bounds = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
     label = 0
     for rows in bounds:

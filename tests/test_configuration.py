@@ -1,3 +1,6 @@
+import json
+import logging
+
 import pytest
 
 from swin_tiny_hf import SwinTinyConfig
@@ -56,11 +59,46 @@ def test_every_rule_raises_naming_field_value_and_rule(overrides, message):
     assert message in str(error.value)
 
 
-def test_misspelt_argument_is_an_error_with_a_suggestion():
-    with pytest.raises(ValueError, match=r"'drop_path_rat' \(did you mean 'drop_path_rate'\?\)"):
-        SwinTinyConfig(drop_path_rat=0.1)
-    with pytest.raises(ValueError, match="'path_norm'"):
-        SwinTinyConfig(path_norm=False)
+def test_unknown_argument_is_kept_with_a_warning_naming_the_closest_field(caplog):
+    with caplog.at_level(logging.WARNING):
+        config = SwinTinyConfig(drop_path_rat=0.1, path_norm=False, my_annotation="from a client")
+    assert config.drop_path_rat == 0.1 and config.my_annotation == "from a client"
+    assert config.drop_path_rate == 0.2 and config.patch_norm is True  # the fields are untouched
+    message = caplog.text
+    assert "'drop_path_rat' (closest field: 'drop_path_rate')" in message
+    assert "'path_norm' (closest field: 'patch_norm')" in message
+    assert "'my_annotation'" in message
+
+
+def test_a_folder_annotated_by_anyone_loads_and_keeps_the_annotation(tmp_path, caplog):
+    """Trainer, PEFT and transformers' own tests set attributes on a config, save it and load it back."""
+    config = tiny_config()
+    config.tie_word_embeddings = False
+    config.experiment = {"run": 3}
+    config.save_pretrained(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        loaded = SwinTinyConfig.from_pretrained(tmp_path)
+    assert loaded.tie_word_embeddings is False and loaded.experiment == {"run": 3}
+    assert loaded.to_dict() == config.to_dict()
+    assert "'experiment'" in caplog.text
+
+
+def test_known_fields_stay_validated_when_loading(tmp_path):
+    tiny_config().save_pretrained(tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    saved["window_size"] = [4, 4, 3]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=r"window_size\[2\]=3 does not divide the stage resolution 4"):
+        SwinTinyConfig.from_pretrained(tmp_path)
+
+
+def test_derived_sizes_must_agree_with_the_fields():
+    config = SwinTinyConfig(hidden_size=768, num_hidden_layers=4)  # what the fields give: accepted, not stored
+    assert config.hidden_size == 768 and "hidden_size" not in config.to_dict()
+    with pytest.raises(ValueError, match=r"hidden_size=512 disagrees with the fields .* give hidden_size=768"):
+        SwinTinyConfig(hidden_size=512)
+    with pytest.raises(ValueError, match=r"num_hidden_layers=12 disagrees .* num_hidden_layers=4"):
+        SwinTinyConfig(num_hidden_layers=12)
 
 
 def test_save_and_load_round_trip(tmp_path):

@@ -5,7 +5,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClass
 from swin_tiny_hf import SwinTinyConfig, SwinTinyForImageClassification, SwinTinyModel
 from swin_tiny_hf.modeling_swin_tiny import ChannelsLastLinear, SwinBlock
 
-from conftest import tiny_config
+from conftest import perturbed, tiny_config
 
 
 def closed_form_parameter_count(config: SwinTinyConfig) -> int:
@@ -100,10 +100,15 @@ def test_drop_path_rate_rises_linearly_over_all_blocks(config):
 
 def test_blocks_alternate_shift_and_clipped_stage_does_not_shift(config):
     model = SwinTinyModel(config)
-    shifts = [[b.shift for b in stage.blocks] for stage in model.stages]
+    shifts = [
+        [stage.shift_for(stage.resolution, stage.resolution) if b.shifted else 0 for b in stage.blocks]
+        for stage in model.stages
+    ]
     assert shifts == [[0, 2], [0, 2], [0, 0]]
     default = SwinTinyModel(SwinTinyConfig(depths=[2, 2, 2, 2], embed_dim=32, num_heads=[1, 2, 4, 8]))
-    assert [[b.shift for b in s.blocks] for s in default.stages] == [[0, 4], [0, 0], [0, 0], [0, 0]]
+    assert [
+        [s.shift_for(s.resolution, s.resolution) if b.shifted else 0 for b in s.blocks] for s in default.stages
+    ] == [[0, 4], [0, 0], [0, 0], [0, 0]]
 
 
 def test_soft_one_hot_labels_give_the_hard_label_loss(config, pixel_values):
@@ -154,9 +159,9 @@ def test_bad_labels_raise(config, pixel_values, labels, message):
 @pytest.mark.parametrize(
     "make_input, message",
     [
-        (lambda: torch.randn(3, 32, 32), r"must be 4-D \(batch, 3, 32, 32\), got shape \(3, 32, 32\)"),
+        (lambda: torch.randn(3, 32, 32), r"must be 4-D \(batch, 3, height, width\), got shape \(3, 32, 32\)"),
         (lambda: torch.randn(2, 1, 32, 32), r"has 1 channels, expected 3"),
-        (lambda: torch.randn(2, 3, 64, 64), r"spatial size \(64, 64\), but this model takes 32x32"),
+        (lambda: torch.randn(2, 3, 0, 32), r"empty spatial size \(0, 32\)"),
         (lambda: torch.randint(0, 255, (2, 3, 32, 32), dtype=torch.uint8), r"floating-point tensor.*torch.uint8"),
         (lambda: [[1.0]], r"must be a torch.Tensor, got list"),
     ],
@@ -329,3 +334,19 @@ def test_initial_spread_of_every_parameter_matches_timms():
     # the patch embedding is not trunc normal 0.02: PyTorch's Kaiming uniform, bound 1/sqrt(fan_in = 3 * 4 * 4)
     conv = ours["swin.embeddings.projection.weight"]
     assert float(conv.abs().max()) <= 48**-0.5 and float(conv.std()) > 0.06
+
+
+def test_hidden_states_and_attentions_are_the_tensors_the_computation_uses(config, pixel_values):
+    """retain_grad() on an output gets its gradient (attribution on attention maps and hidden states works)."""
+    model = perturbed(SwinTinyForImageClassification(config))
+    out = model(pixel_values, output_hidden_states=True, output_attentions=True)
+    for tensor in out.hidden_states + out.attentions:
+        tensor.retain_grad()
+    out.logits[:, 1].sum().backward()
+    for tensor in out.hidden_states + out.attentions:
+        assert tensor.grad is not None and tensor.grad.abs().sum() > 0
+    # the last hidden state's gradient is that of the head (final norm, pooling, classifier) applied to it
+    tokens = out.hidden_states[-1].detach().requires_grad_()
+    head = model.classifier(model.swin.norm(tokens).mean(dim=1))[:, 1].sum()
+    (expected,) = torch.autograd.grad(head, tokens)
+    torch.testing.assert_close(out.hidden_states[-1].grad, expected)

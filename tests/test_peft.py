@@ -62,3 +62,38 @@ def test_lora_trains_saves_loads_and_merges(tmp_path, pixel_values):
         assert isinstance(merged.swin.stages[0].blocks[0].attention.qkv, ChannelsLastLinear)
         difference = (merged(pixel_values).logits - expected).abs().max()
     assert difference < 1e-4, float(difference)
+
+
+def test_lora_with_gradient_checkpointing_on_a_frozen_trunk_trains(pixel_values):
+    """Reentrant checkpointing passes gradients only to blocks whose input requires them: on a frozen trunk that
+    takes `enable_input_require_grads` (which PEFT calls) hooking the patch embedding's output."""
+    torch.manual_seed(0)
+    base = SwinTinyForImageClassification(tiny_config(drop_path_rate=0.0))
+    base.activation_checkpointing_enable({"use_reentrant": True})
+    model = lora_model(base)
+    assert base.get_input_embeddings() is base.swin.embeddings.projection
+    lora_in_blocks = {n: p for n, p in model.named_parameters() if "lora_" in n and ".blocks." in n}
+    assert len(lora_in_blocks) == 48  # 24 wrapped linears x (A, B)
+    labels = torch.tensor([0, 1, 2])
+    model.train()
+
+    # Without the hook, no LoRA parameter inside a checkpointed block gets a gradient: the control.
+    base.disable_input_require_grads()
+    model(pixel_values=pixel_values, labels=labels).loss.backward()
+    assert all(p.grad is None for p in lora_in_blocks.values())
+    model.zero_grad(set_to_none=True)
+
+    base.enable_input_require_grads()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    for step in range(6):
+        loss = model(pixel_values=pixel_values, labels=labels).loss
+        loss.backward()
+        if step == 0:  # every LoRA B starts at zero, so A's gradient is zero on the first step; B's is not
+            b_grads = [p.grad for n, p in lora_in_blocks.items() if "lora_B" in n]
+            assert all(g is not None and g.abs().sum() > 0 for g in b_grads)
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert all(p.abs().sum() > 0 for n, p in lora_in_blocks.items() if "lora_B" in n)  # every adapter moved

@@ -47,7 +47,7 @@ def _same_region(resolution, window, shift):
 
 
 def test_shift_mask_matches_the_wrap_around_rule():
-    mask = shift_attention_mask(16, 4, 2)
+    mask = shift_attention_mask(16, 16, 4, 2)
     allowed = _same_region(16, 4, 2)
     assert mask.shape == (16, 16, 16)
     assert torch.equal(mask == 0, allowed)
