@@ -10,6 +10,7 @@ SwinTinyConfig field is a flag too (--drop_path_rate, --window_size 8 8 4 2, ...
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import math
@@ -25,7 +26,7 @@ import psutil  # an accelerate dependency
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration
-from accelerate.utils import TorchDynamoPlugin, set_seed
+from accelerate.utils import GradScalerKwargs, TorchDynamoPlugin, broadcast_object_list, set_seed
 from datasets import Dataset, DatasetDict
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -36,6 +37,12 @@ from swin_tiny_hf.imagenet_classes import label_config
 from swin_tiny_hf.training import top_k_accuracy
 from swin_tiny_hf.training.batch_augmentation import ReferenceTrainAugmentation
 from swin_tiny_hf.training.checkpointing import (
+    ARGS_FILE,
+    CheckpointWriteError,
+    NonFiniteWeightsError,
+    check_finite_weights,
+    ensure_free_space,
+    folder_bytes,
     load_training_state,
     replace_folder,
     resolve_checkpoint,
@@ -45,8 +52,28 @@ from swin_tiny_hf.training.checkpointing import (
 from swin_tiny_hf.training.collate import MixupCutmixCollator, eval_collate
 from swin_tiny_hf.training.data import DEFAULT_DATASET, load_image_dataset
 from swin_tiny_hf.training.model_card import render_model_card
-from swin_tiny_hf.training.nonfinite_guard import NonFiniteGuard
+from swin_tiny_hf.training.nonfinite_guard import NonFiniteGuard, NonFiniteLossError
 from swin_tiny_hf.training.optimization import parameter_groups, scaled_learning_rate, warmup_cosine_scheduler
+from swin_tiny_hf.training.output_folder import (
+    OutputFolderError,
+    lock_output_folder,
+    prepare_output_folder,
+    release_output_folder,
+)
+from swin_tiny_hf.training.preemption import (
+    DEFAULT_SIGNALS,
+    Preempted,
+    PreemptionHandler,
+    ignore_in_worker,
+    parse_signals,
+)
+from swin_tiny_hf.training.resume_changes import (
+    apply_optimizer_settings,
+    changed_settings,
+    describe_changes,
+    position_in_samples,
+    refusal,
+)
 from swin_tiny_hf.training.seeding import batch_seed
 from swin_tiny_hf.training.transforms import EvalTransform, TrainTransform
 
@@ -68,6 +95,43 @@ def _bool(value: str) -> bool:
     if value.lower() in ("0", "false", "no"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def _finite_float(value: str) -> float:
+    """A float flag: NaN and infinity are refused here, where argparse names the flag."""
+    number = float(value)
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
+    return number
+
+
+# Every float of the recipe has a range: (flag, interval), "[" and "]" include the bound, "(" and ")" do not.
+FLOAT_RANGES = {
+    "validation_fraction": "(0, 1)",
+    "learning_rate": "(0, inf)",
+    "lr_base": "(0, inf)",
+    "min_learning_rate": "[0, inf)",
+    "warmup_epochs": "[0, inf)",
+    "warmup_start_factor": "(0, 1]",
+    "weight_decay": "[0, inf)",
+    "adam_beta1": "[0, 1)",
+    "adam_beta2": "[0, 1)",
+    "max_grad_norm": "[0, inf)",  # 0: no clipping
+    "hflip_prob": "[0, 1]",
+    "mixup_alpha": "[0, inf)",
+    "cutmix_alpha": "[0, inf)",
+    "mixup_prob": "[0, 1]",
+    "cutmix_prob": "[0, 1]",
+    "label_smoothing": "[0, 1)",
+    "fp16_init_scale": "(0, inf)",
+}
+
+
+def in_interval(value: float, interval: str) -> bool:
+    low, high = (float(bound) for bound in interval[1:-1].split(","))
+    above = low <= value if interval[0] == "[" else low < value
+    below = value <= high if interval[-1] == "]" else value < high
+    return above and below
 
 
 def _steps(value: str) -> str | int:
@@ -93,7 +157,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--label_column_name", default="label")
     data.add_argument(
         "--validation_fraction",
-        type=float,
+        type=_finite_float,
         default=0.1,
         help="stratified split of train when the dataset has no validation split",
     )
@@ -129,7 +193,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         elif field.type in ("bool",) or isinstance(field.default, bool):
             model.add_argument(f"--{field.name}", type=_bool, default=None)
         else:
-            model.add_argument(f"--{field.name}", type=type(field.default), default=None)
+            kind = _finite_float if isinstance(field.default, float) else type(field.default)
+            model.add_argument(f"--{field.name}", type=kind, default=None)
     model.add_argument("--attn_implementation", choices=("sdpa", "eager"), default="sdpa")
     model.add_argument(
         "--torch_compile",
@@ -146,13 +211,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     optim.add_argument("--per_device_eval_batch_size", type=int, default=128)
     optim.add_argument(
         "--learning_rate",
-        type=float,
+        type=_finite_float,
         default=None,
         help="the peak learning rate as is; default: --lr_base scaled to the global batch",
     )
     optim.add_argument(
         "--lr_base",
-        type=float,
+        type=_finite_float,
         default=2.5e-4,
         help="the peak learning rate at a global batch of --lr_base_size (reference: 2.5e-4 at 64)",
     )
@@ -163,13 +228,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         default="linear",
         help="lr = lr_base x (global batch / lr_base_size), or its square root",
     )
-    optim.add_argument("--min_learning_rate", type=float, default=5e-6)
-    optim.add_argument("--warmup_epochs", type=float, default=10)
-    optim.add_argument("--warmup_start_factor", type=float, default=0.01)
-    optim.add_argument("--weight_decay", type=float, default=0.05)
-    optim.add_argument("--adam_beta1", type=float, default=0.9)
-    optim.add_argument("--adam_beta2", type=float, default=0.999)
-    optim.add_argument("--max_grad_norm", type=float, default=3.0)
+    optim.add_argument("--min_learning_rate", type=_finite_float, default=5e-6)
+    optim.add_argument("--warmup_epochs", type=_finite_float, default=10)
+    optim.add_argument("--warmup_start_factor", type=_finite_float, default=0.01)
+    optim.add_argument("--weight_decay", type=_finite_float, default=0.05)
+    optim.add_argument("--adam_beta1", type=_finite_float, default=0.9)
+    optim.add_argument("--adam_beta2", type=_finite_float, default=0.999)
+    optim.add_argument("--max_grad_norm", type=_finite_float, default=3.0)
     optim.add_argument("--num_train_epochs", type=int, default=200)
     optim.add_argument("--max_train_steps", type=int, default=None, help="overrides --num_train_epochs")
     optim.add_argument("--gradient_accumulation_steps", type=int, default=1)
@@ -187,15 +252,23 @@ def get_args_parser() -> argparse.ArgumentParser:
         "(AVX512-BF16, AMX), fp32 on other CPUs",
     )
     optim.add_argument("--seed", type=int, default=42)
+    optim.add_argument(
+        "--fp16_init_scale",
+        type=_finite_float,
+        default=65536.0,
+        help="fp16: the GradScaler's first loss scale (torch's default); it halves on every overflow step",
+    )
 
     aug = parser.add_argument_group("augmentation")
     aug.add_argument("--randaugment_magnitude", type=int, default=5)
-    aug.add_argument("--hflip_prob", type=float, default=0.5, help="0 for data that is not mirror-symmetric (digits)")
-    aug.add_argument("--mixup_alpha", type=float, default=0.4)
-    aug.add_argument("--cutmix_alpha", type=float, default=0.8)
-    aug.add_argument("--mixup_prob", type=float, default=0.3)
-    aug.add_argument("--cutmix_prob", type=float, default=0.3)
-    aug.add_argument("--label_smoothing", type=float, default=0.05)
+    aug.add_argument(
+        "--hflip_prob", type=_finite_float, default=0.5, help="0 for data that is not mirror-symmetric (digits)"
+    )
+    aug.add_argument("--mixup_alpha", type=_finite_float, default=0.4)
+    aug.add_argument("--cutmix_alpha", type=_finite_float, default=0.8)
+    aug.add_argument("--mixup_prob", type=_finite_float, default=0.3)
+    aug.add_argument("--cutmix_prob", type=_finite_float, default=0.3)
+    aug.add_argument("--label_smoothing", type=_finite_float, default=0.05)
     aug.add_argument("--mix_off_first_epochs", type=int, default=1)
     aug.add_argument("--mix_off_last_epochs", type=int, default=10)
 
@@ -217,6 +290,25 @@ def get_args_parser() -> argparse.ArgumentParser:
         "(the only host-device syncs of the loop between checkpoints)",
     )
     out.add_argument("--resume_from_checkpoint", default=None, help="a checkpoint folder, or 'latest' in output_dir")
+    out.add_argument(
+        "--resume_with_changes",
+        action="store_true",
+        help="resume although the recipe's settings differ from the checkpoint's (batch, processes, learning rate, "
+        "...): the run goes on from the same number of samples with the new settings (without it: refused)",
+    )
+    out.add_argument(
+        "--overwrite_output_dir",
+        action="store_true",
+        help="delete what a previous run left in --output_dir and start afresh (without it, a non-empty folder is "
+        "refused unless the run resumes)",
+    )
+    out.add_argument(
+        "--preemption_signals",
+        nargs="+",
+        default=list(DEFAULT_SIGNALS),
+        help="signals that stop the run at the next optimizer step after a checkpoint (exit code 128 + signal); "
+        "'none' to leave them to their default action",
+    )
     out.add_argument("--eval_only", action="store_true", help="evaluate --model_name_or_path and exit")
     out.add_argument("--with_tracking", action="store_true")
     out.add_argument("--report_to", default="tensorboard", help="accelerate tracker(s): tensorboard, wandb, all, ...")
@@ -246,11 +338,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
         parser.error(f"--checkpoints_total_limit must be at least 1, got {args.checkpoints_total_limit}")
-    for name in ("learning_rate", "lr_base"):
-        if getattr(args, name) is not None and getattr(args, name) <= 0:
-            parser.error(f"--{name} must be positive, got {getattr(args, name)}")
-    if args.min_learning_rate < 0:
-        parser.error(f"--min_learning_rate must be at least 0, got {args.min_learning_rate}")
+    for name, interval in FLOAT_RANGES.items():
+        value = getattr(args, name)
+        if value is not None and not in_interval(value, interval):
+            parser.error(f"--{name} must be in {interval}, got {value}")
+    if args.mixup_prob + args.cutmix_prob > 1:
+        parser.error(f"--mixup_prob + --cutmix_prob must be at most 1, got {args.mixup_prob} + {args.cutmix_prob}")
+    try:
+        args.preemption_signals = parse_signals(args.preemption_signals)
+    except ValueError as error:
+        parser.error(str(error))
     if args.model_name_or_path is None:
         try:  # a bad size fails here, before any data is loaded, with the config's own message
             SwinTinyConfig(**model_overrides(args))
@@ -326,12 +423,27 @@ def load_metric(accelerator: Accelerator):
     return evaluate.load(top_k_accuracy.__file__, keep_in_memory=True) if accelerator.is_main_process else None
 
 
-def evaluate_model(model, dataloader, accelerator: Accelerator, metric, num_labels: int) -> dict:
-    """Validation loss (hard labels), top-1 and top-5 with `evaluate`, each sample counted once across processes."""
+class EvaluationInterrupted(Exception):
+    """A preemption signal arrived during evaluation."""
+
+    def __init__(self, signal_received):
+        super().__init__(signal_received.name)
+        self.signal = signal_received
+
+
+def evaluate_model(
+    model, dataloader, accelerator: Accelerator, metric, num_labels: int, stop_requested: Callable | None = None
+) -> dict:
+    """Validation loss (hard labels), top-1 and top-5 with `evaluate`, each sample counted once across processes.
+
+    `stop_requested` (a preemption check, collective) is asked before every batch; if it answers, evaluation
+    stops with EvaluationInterrupted."""
     model.eval()
     k = min(5, num_labels)
     total_loss, total = 0.0, 0
     for batch in dataloader:
+        if stop_requested is not None and (signal_received := stop_requested()):
+            raise EvaluationInterrupted(signal_received)
         with torch.no_grad():
             logits = model(pixel_values=batch["pixel_values"]).logits
         losses = F.cross_entropy(logits.float(), batch["labels"], reduction="none")  # (B,)
@@ -372,11 +484,14 @@ def train_one_epoch(
     output_dir: Path,
     resolved_args: dict,
     guard: NonFiniteGuard,
+    preemption: PreemptionHandler | None = None,
 ) -> dict:
-    """One pass over `dataloader`; updates `state` (completed_steps, batches_into_epoch, nonfinite_run).
+    """One pass over `dataloader`; updates `state` (completed_steps, batches_into_epoch, nonfinite_run, epoch_sums).
 
     A step reads nothing from the device on the host: the non-finite-loss guard and the running sums stay
     on the device and are read every --logging_steps steps, before a checkpoint and at the end of the epoch.
+    At every optimizer-step boundary `preemption` is asked whether a signal came (a host-side flag); if so, the
+    step's checkpoint is written and Preempted raised.
     """
     model.train()
     # Running sums of (loss * samples, correct, samples). A checkpoint stores them reduced over processes;
@@ -432,22 +547,21 @@ def train_one_epoch(
                 logger.info("first optimizer step done %.1f s after start", state["time_to_first_step_seconds"])
             if state["completed_steps"] % args.logging_steps == 0:
                 log_training_progress(accelerator, args, state, sums, scheduler, progress, guard)
-            if isinstance(args.checkpointing_steps, int) and state["completed_steps"] % args.checkpointing_steps == 0:
-                state["nonfinite_run"] = guard.check(state["completed_steps"])  # a tripped guard stops before saving
-                state["epoch_sums"] = accelerator.reduce(sums.clone(), reduction="sum").tolist()
-                save_checkpoint(
-                    accelerator,
-                    output_dir,
-                    f"step_{state['completed_steps']}",
-                    state,
-                    resolved_args,
-                    args.checkpoints_total_limit,
-                )
+            name = f"step_{state['completed_steps']}"
+            saved = (
+                isinstance(args.checkpointing_steps, int) and state["completed_steps"] % args.checkpointing_steps == 0
+            )
+            if saved:
+                save_step_checkpoint(accelerator, model, output_dir, name, state, sums, resolved_args, args, guard)
+            if preemption is not None and (signal_received := preemption.stop_requested()):
+                if not saved:
+                    save_step_checkpoint(accelerator, model, output_dir, name, state, sums, resolved_args, args, guard)
+                raise Preempted(signal_received.name, signal_received.value, str(output_dir / name))
         waiting = time.perf_counter()
     state["nonfinite_run"] = guard.check(state["completed_steps"])  # a sync: the queued GPU work is done
     seconds = time.perf_counter() - start
-    loss_sum, correct, seen = accelerator.reduce(sums, reduction="sum").tolist()
-    state["epoch_sums"] = None
+    state["epoch_sums"] = accelerator.reduce(sums, reduction="sum").tolist()  # kept until the epoch is evaluated
+    loss_sum, correct, seen = state["epoch_sums"]
     return {
         "train_loss": loss_sum / max(seen, 1),
         "train_acc": correct / max(seen, 1),
@@ -455,6 +569,24 @@ def train_one_epoch(
         "epoch_seconds": seconds,
         "data_seconds": data_seconds,
     }
+
+
+def save_step_checkpoint(
+    accelerator: Accelerator, model, output_dir: Path, name: str, state: dict, sums, resolved_args: dict, args, guard
+) -> None:
+    """A checkpoint inside an epoch: the guard checked first (a tripped guard stops before saving), the epoch's
+    running sums reduced over processes into the state."""
+    state["nonfinite_run"] = guard.check(state["completed_steps"])
+    state["epoch_sums"] = accelerator.reduce(sums.clone(), reduction="sum").tolist()
+    save_run_checkpoint(accelerator, model, output_dir, name, state, resolved_args, args)
+
+
+def save_run_checkpoint(
+    accelerator: Accelerator, model, output_dir: Path, name: str, state: dict, resolved_args: dict, args
+) -> None:
+    """`save_checkpoint` as the run takes it: with the retention limit, and from finite weights only."""
+    limit, unwrapped = args.checkpoints_total_limit, accelerator.unwrap_model(model)
+    save_checkpoint(accelerator, output_dir, name, state, resolved_args, limit, model=unwrapped)
 
 
 def log_training_progress(
@@ -551,6 +683,7 @@ def setup(args: argparse.Namespace) -> Accelerator:
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=resolve_mixed_precision(args.mixed_precision),
+        kwargs_handlers=[GradScalerKwargs(init_scale=args.fp16_init_scale)],
         log_with=args.report_to if args.with_tracking else None,
         project_dir=args.output_dir,
         # non_blocking: batches go to the GPU from pinned memory without stalling the host
@@ -561,9 +694,8 @@ def setup(args: argparse.Namespace) -> Accelerator:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logger.setLevel(logging.INFO if accelerator.is_main_process else logging.WARNING)
     set_seed(args.seed)
-    if accelerator.is_main_process:
-        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu" and accelerator.scaler is None:
+        enable_cpu_fp16(accelerator, args.fp16_init_scale)
     if args.dataloader_num_workers is None:
         cores_per_process = (os.cpu_count() or 1) // max(accelerator.num_processes, 1)
         args.dataloader_num_workers = 0 if accelerator.device.type == "cpu" else max(min(8, cores_per_process), 1)
@@ -579,6 +711,34 @@ def setup(args: argparse.Namespace) -> Accelerator:
         how,
     )
     return accelerator
+
+
+def claim_output_folder(args: argparse.Namespace, accelerator: Accelerator) -> None:
+    """The main process locks --output_dir for this run and refuses a folder holding another run's files (unless
+    resuming, or --overwrite_output_dir); every process gets the verdict, so all stop together."""
+    error = None
+    if accelerator.is_main_process:
+        try:
+            lock_output_folder(args.output_dir)
+            removed = prepare_output_folder(
+                args.output_dir, bool(args.resume_from_checkpoint), args.overwrite_output_dir
+            )
+            if removed:
+                logger.info("--overwrite_output_dir: deleted %s from %s", ", ".join(removed), args.output_dir)
+        except OutputFolderError as refused:
+            error = str(refused)
+    error = broadcast_object_list([error])[0] if accelerator.num_processes > 1 else error
+    if error:
+        raise OutputFolderError(error)
+
+
+def enable_cpu_fp16(accelerator: Accelerator, init_scale: float) -> None:
+    """accelerate leaves fp16 off on CPUs; torch has fp16 autocast and a GradScaler there. Turn them on through
+    accelerate's own switches, so that `prepare` wraps the forward in autocast and the optimizer with the scaler,
+    `backward` scales, `clip_grad_norm_` unscales and `save_state` keeps the scaler: the step that runs on a GPU.
+    CPUs emulate fp16 (slow): this is for parity with GPU runs and for testing them."""
+    accelerator.native_amp = True
+    accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
 
 
 def load_data(args: argparse.Namespace, accelerator: Accelerator) -> DatasetDict:
@@ -617,6 +777,7 @@ def build_eval_dataloader(args: argparse.Namespace, split: Dataset, image_proces
         collate_fn=eval_collate,
         num_workers=args.dataloader_num_workers,
         pin_memory=torch.cuda.is_available(),
+        worker_init_fn=functools.partial(ignore_in_worker, args.preemption_signals),
     )
 
 
@@ -653,6 +814,7 @@ def build_training_data(
         num_workers=args.dataloader_num_workers,
         drop_last=True,
         pin_memory=torch.cuda.is_available(),  # with the accelerator's non_blocking copies
+        worker_init_fn=functools.partial(ignore_in_worker, args.preemption_signals),
     )
     eval_dataloader = build_eval_dataloader(args, dataset["validation"], image_processor)
     return TrainingData(train_dataloader, eval_dataloader, train_transform, collator, num_labels)
@@ -678,8 +840,22 @@ def build_optimizer_and_scheduler(
     return optimizer, scheduler
 
 
-def initial_state(args: argparse.Namespace, accelerator: Accelerator) -> dict:
-    """A fresh run's state, or the state of --resume_from_checkpoint after loading its full accelerate state."""
+class ResumeRefused(ValueError):
+    """The checkpoint's settings differ from the new run's in ways that break an exact resume."""
+
+
+def initial_state(
+    args: argparse.Namespace,
+    accelerator: Accelerator,
+    resolved_args: dict,
+    optimizer,
+    scheduler,
+    batches_per_epoch: int,
+) -> dict:
+    """A fresh run's state, or the state of --resume_from_checkpoint after loading its full accelerate state.
+
+    The checkpoint's recorded settings are compared with this run's first: a change that breaks the exact resume
+    is refused, or with --resume_with_changes applied (same position in samples, new optimiser settings)."""
     if not args.resume_from_checkpoint:
         return {
             "completed_steps": 0,
@@ -690,6 +866,10 @@ def initial_state(args: argparse.Namespace, accelerator: Accelerator) -> dict:
             "best_top1": -1.0,
         }
     checkpoint = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
+    recorded = json.loads((checkpoint / ARGS_FILE).read_text()) if (checkpoint / ARGS_FILE).exists() else {}
+    changes = changed_settings(recorded, resolved_args)
+    if changes and not args.resume_with_changes:
+        raise ResumeRefused(refusal(checkpoint, changes))
     accelerator.load_state(str(checkpoint))
     state = load_training_state(checkpoint)
     logger.info(
@@ -699,6 +879,23 @@ def initial_state(args: argparse.Namespace, accelerator: Accelerator) -> dict:
         state["epoch"],
         state["batches_into_epoch"],
     )
+    if changes:
+        position = position_in_samples(state, recorded, resolved_args)
+        state["completed_steps"] = position["completed_steps"]
+        state["batches_into_epoch"] = min(position["batches_into_epoch"], batches_per_epoch)
+        apply_optimizer_settings(optimizer, scheduler, args, state["completed_steps"])
+        record = {"samples": position["samples"], "changes": {k: list(v) for k, v in changes.items()}}
+        state["resume_changes"] = [*state.get("resume_changes", []), record]
+        logger.warning(
+            "--resume_with_changes: %s. Going on from %d training samples: step %d, batch %d of epoch %d, peak "
+            "learning rate %.4g.",
+            describe_changes(changes),
+            position["samples"],
+            state["completed_steps"],
+            state["batches_into_epoch"],
+            state["epoch"] + 1,
+            args.learning_rate,
+        )
     return state
 
 
@@ -714,10 +911,12 @@ def run_epochs(
     metric,
     save_best: Callable[[dict, list[dict]], None],
     resolved_args: dict,
+    preemption: PreemptionHandler | None = None,
 ) -> dict:
     """The epoch loop: train, evaluate, record the history, keep the best model, checkpoint.
 
-    Returns the last evaluation (the one recorded in the last history row)."""
+    Returns the last evaluation (the one recorded in the last history row). Raises Preempted after writing a
+    checkpoint when a preemption signal comes, in training or in evaluation."""
     output_dir = Path(args.output_dir)
     progress = tqdm(
         range(schedule.max_train_steps),
@@ -745,11 +944,19 @@ def run_epochs(
             output_dir,
             resolved_args,
             guard,
+            preemption,
         )
         evaluation_start = time.perf_counter()
-        results = evaluate_model(model, data.eval_dataloader, accelerator, metric, data.num_labels)
+        stop_requested = preemption.stop_requested if preemption is not None else None
+        try:
+            results = evaluate_model(model, data.eval_dataloader, accelerator, metric, data.num_labels, stop_requested)
+        except EvaluationInterrupted as interrupted:
+            # the epoch is trained, not evaluated: a checkpoint at its last step resumes into this evaluation
+            name = f"step_{state['completed_steps']}"
+            save_run_checkpoint(accelerator, model, output_dir, name, state, resolved_args, args)
+            raise Preempted(interrupted.signal.name, interrupted.signal.value, str(output_dir / name)) from None
         train_metrics["eval_seconds"] = time.perf_counter() - evaluation_start
-        state["epoch"], state["batches_into_epoch"] = epoch + 1, 0
+        state["epoch"], state["batches_into_epoch"], state["epoch_sums"] = epoch + 1, 0, None
         if accelerator.is_main_process:
             row = {
                 "epoch": epoch + 1,
@@ -770,9 +977,7 @@ def run_epochs(
                 accelerator.log(row, step=state["completed_steps"])
         # everyone needs the same history in the checkpoint: the main process's is the one written
         if args.checkpointing_steps == "epoch":
-            save_checkpoint(
-                accelerator, output_dir, f"epoch_{epoch + 1}", state, resolved_args, args.checkpoints_total_limit
-            )
+            save_run_checkpoint(accelerator, model, output_dir, f"epoch_{epoch + 1}", state, resolved_args, args)
     if not results:  # resumed from a checkpoint taken after the last epoch: nothing was evaluated in this run
         results = evaluate_model(model, data.eval_dataloader, accelerator, metric, data.num_labels)
     return results
@@ -810,10 +1015,36 @@ def finish(model, image_processor, args: argparse.Namespace, state: dict, result
     return all_results
 
 
+# Errors that stop a run with a message of their own (no traceback), exit code 1.
+STOPPING_ERRORS = (OutputFolderError, ResumeRefused, CheckpointWriteError, NonFiniteWeightsError, NonFiniteLossError)
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     accelerator = setup(args)
+    try:
+        return run(args, accelerator)
+    except Preempted as stop:
+        logger.warning(
+            "%s received: stopped after a complete checkpoint, %s. Resume with the same command and "
+            "--resume_from_checkpoint latest (exit code %d).",
+            stop.signal_name,
+            stop.checkpoint,
+            stop.exit_code,
+        )
+        end(accelerator, args)
+        raise SystemExit(stop.exit_code) from None
+    except STOPPING_ERRORS as error:
+        logger.error("%s", error)
+        end(accelerator, args)
+        raise SystemExit(1) from None
+
+
+def run(args: argparse.Namespace, accelerator: Accelerator) -> dict:
+    """Everything after setup: the output folder, data, model, and evaluation only or the training run."""
+    claim_output_folder(args, accelerator)
     output_dir = Path(args.output_dir)
+    preemption = PreemptionHandler(args.preemption_signals).install()
     dataset = load_data(args, accelerator)
     label_names = dataset["train"].features["label"].names
     model = build_model(args, label_names)
@@ -828,6 +1059,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
 
     if args.eval_only:
+        preemption.restore()
         eval_dataloader = build_eval_dataloader(args, dataset["validation"], image_processor)
         model, eval_dataloader = accelerator.prepare(model, eval_dataloader)
         start = time.perf_counter()
@@ -837,7 +1069,7 @@ def main(argv: list[str] | None = None) -> dict:
             all_results = results_summary(results, eval_seconds=time.perf_counter() - start)
             write_json_atomically(output_dir / "all_results.json", all_results)
             logger.info("evaluation: %s", all_results)
-        end(accelerator)
+        end(accelerator, args)
         return all_results
 
     data = build_training_data(args, dataset, model.config.image_size, image_processor)
@@ -847,7 +1079,14 @@ def main(argv: list[str] | None = None) -> dict:
     schedule = Schedule(steps_per_epoch, args.max_train_steps or args.num_train_epochs * steps_per_epoch)
     optimizer, scheduler = build_optimizer_and_scheduler(args, model, schedule)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    state = initial_state(args, accelerator)
+    state = initial_state(args, accelerator, resolved_args, optimizer, scheduler, len(data.train_dataloader))
+    if state.get("resume_changes"):  # recorded in args.json and the model card
+        args.resumed_with_changes = resolved_args["resumed_with_changes"] = state["resume_changes"]
+    if args.checkpointing_steps is not None:
+        checkpoint = args.resume_from_checkpoint and resolve_checkpoint(args.resume_from_checkpoint, output_dir)
+        # weights, two AdamW moments and the rest: about 3x the weights (317 MB for the 64 px model)
+        needed = folder_bytes(checkpoint) if checkpoint else 3 * sum(p.numel() * 4 for p in model.parameters())
+        ensure_free_space(output_dir, needed, "a checkpoint")
     if args.with_tracking:
         tracked = {k: v for k, v in resolved_args.items() if isinstance(v, (int, float, str, bool))}
         accelerator.init_trackers("swin_tiny_hf", config=tracked)
@@ -865,25 +1104,41 @@ def main(argv: list[str] | None = None) -> dict:
     unwrapped = accelerator.unwrap_model(model)
 
     def save_best(best_results: dict, history: list[dict]) -> None:
+        check_finite_weights(unwrapped, f"the best model {output_dir / 'best'}", output_dir)
         save_model_folder(unwrapped, image_processor, output_dir / "best", args, best_results, history)
 
     train_start = time.perf_counter()
     results = run_epochs(
-        model, optimizer, scheduler, data, schedule, accelerator, args, state, metric, save_best, resolved_args
+        model,
+        optimizer,
+        scheduler,
+        data,
+        schedule,
+        accelerator,
+        args,
+        state,
+        metric,
+        save_best,
+        resolved_args,
+        preemption,
     )
+    preemption.restore()  # from here on a signal has its default effect: the final model is written atomically
     accelerator.wait_for_everyone()
+    check_finite_weights(unwrapped, f"the final model in {output_dir}", output_dir)
     all_results = {}
     if accelerator.is_main_process:
         all_results = finish(unwrapped, image_processor, args, state, results, time.perf_counter() - train_start)
-    end(accelerator)
+    end(accelerator, args)
     return all_results
 
 
-def end(accelerator: Accelerator) -> None:
+def end(accelerator: Accelerator, args: argparse.Namespace) -> None:
     """Every process waits for the main one to finish writing, then trackers close and the process group is
     destroyed: a process that exits with its group alive can abort in gloo's or NCCL's threads (SIGABRT)."""
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    if accelerator.is_main_process:
+        release_output_folder(args.output_dir)
 
 
 if __name__ == "__main__":

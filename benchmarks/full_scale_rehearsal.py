@@ -99,6 +99,7 @@ def main() -> None:
                 *common,
                 "--output_dir",
                 str(folder),
+                "--overwrite_output_dir",  # a measurement: a rerun replaces the last one
                 "--max_train_steps",
                 str(args.steps),
                 "--dataloader_num_workers",
@@ -128,6 +129,7 @@ def main() -> None:
             str(output_dir / f"workers_{args.workers[0]}"),
             "--output_dir",
             str(evaluation_dir),
+            "--overwrite_output_dir",
         ]
     )
     evaluation = json.loads((evaluation_dir / "all_results.json").read_text())

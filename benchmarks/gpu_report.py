@@ -291,6 +291,7 @@ def training_run(sizes: dict, dataset_dir: Path, output_dir: Path, device: torch
         str(dataset_dir),
         "--output_dir",
         str(run_dir),
+        "--overwrite_output_dir",  # a measurement: a rerun replaces the last one
         "--max_train_steps",
         str(sizes["train_steps"]),
         "--per_device_train_batch_size",

@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # accelerate launch would pin OMP_NUM_THREADS=1 on its own: give the one process every core.
+# --overwrite_output_dir: running the quick start again replaces the previous quick start's outputs.
 HF_HUB_OFFLINE=1 .venv/bin/accelerate launch --num_processes 1 --num_machines 1 --mixed_precision no \
     --dynamo_backend no --num_cpu_threads_per_process "$(nproc)" train.py \
-    --dataset_name digits --output_dir outputs/digits \
+    --dataset_name digits --output_dir outputs/digits --overwrite_output_dir \
     --num_train_epochs 8 --warmup_epochs 1 --learning_rate 1e-3 --hflip_prob 0 "$@"

@@ -234,3 +234,54 @@ checkpointing.prune_checkpoints({str(tmp_path)!r}, 2)
     assert any(p.name.startswith(".trash-") for p in tmp_path.iterdir())
     prune_checkpoints(tmp_path, 2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step_6", "step_8"]
+
+
+def _prepared(tmp_path):
+    accelerator = Accelerator(cpu=True)
+    model = SwinTinyForImageClassification(tiny_config())
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    return accelerator, model
+
+
+def test_a_checkpoint_is_never_written_from_non_finite_weights(tmp_path):
+    from swin_tiny_hf.training.checkpointing import NonFiniteWeightsError, save_checkpoint
+
+    accelerator, model = _prepared(tmp_path)
+    save_checkpoint(accelerator, tmp_path, "step_4", {"completed_steps": 4}, {}, model=model)
+    with torch.no_grad():
+        model.swin.stages[1].blocks[0].mlp.fc1.weight[0, 0] = float("inf")
+    with pytest.raises(NonFiniteWeightsError) as error:
+        save_checkpoint(accelerator, tmp_path, "step_8", {"completed_steps": 8}, {}, model=model)
+    message = str(error.value)
+    assert "swin.stages.1.blocks.0.mlp.fc1.weight" in message and "step_4, holds finite weights" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_4"]  # nothing of step_8, not even a temporary
+
+
+def test_a_failed_save_names_the_path_and_the_os_error_and_keeps_the_earlier_checkpoints(tmp_path, monkeypatch):
+    """torch's writers report a full disk as "basic_ios::clear: iostream error", without the OS error: the free
+    space left tells it. The partial folder goes; step_4 stays whole."""
+    import shutil
+
+    from swin_tiny_hf.training.checkpointing import CheckpointWriteError, save_checkpoint
+
+    accelerator, model = _prepared(tmp_path)
+    save_checkpoint(accelerator, tmp_path, "step_4", {"completed_steps": 4}, {}, model=model)
+    step_4 = {p.name: p.read_bytes() for p in (tmp_path / "step_4").iterdir()}
+
+    def full_disk(folder):
+        (tmp_path / ".tmp-step_8").mkdir()
+        (tmp_path / ".tmp-step_8" / "model.safetensors").write_bytes(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 1234 vs 1180")
+
+    monkeypatch.setattr(accelerator, "save_state", lambda folder: full_disk(folder))
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: usage._replace(free=4096))
+    with pytest.raises(CheckpointWriteError) as error:
+        save_checkpoint(accelerator, tmp_path, "step_8", {"completed_steps": 8}, {}, model=model)
+    message = str(error.value)
+    assert f"could not write checkpoint '{tmp_path / 'step_8'}'" in message
+    assert "No space left on device (0.0 MiB free on its device" in message and "unexpected pos" in message
+    assert "the checkpoints already there are kept (step_4)" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step_4"]
+    assert {p.name: p.read_bytes() for p in (tmp_path / "step_4").iterdir()} == step_4

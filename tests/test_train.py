@@ -14,6 +14,7 @@ import torch
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
 
+from swin_tiny_hf.training.checkpointing import find_latest_checkpoint
 from swin_tiny_hf.training.synthetic_dataset import write_hub_layout
 
 from datasets_for_tests import WORDNET_IDS, tiny_imagenet_like
@@ -306,7 +307,13 @@ def test_a_misspelt_or_abbreviated_flag_is_an_error(tmp_path, capsys):
         (["--learning", "1e-3"], "unrecognized arguments: --learning"),  # no abbreviations
         (["--eval_only"], "--eval_only needs --model_name_or_path"),
         (["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be at least 1, got 0"),
-        (["--lr_base", "-1"], "--lr_base must be positive, got -1.0"),
+        (["--lr_base", "-1"], "--lr_base must be in (0, inf), got -1.0"),
+        (["--learning_rate", "inf"], "argument --learning_rate: expected a finite number, got 'inf'"),
+        (["--warmup_epochs", "nan"], "argument --warmup_epochs: expected a finite number, got 'nan'"),
+        (["--drop_path_rate", "nan"], "argument --drop_path_rate: expected a finite number, got 'nan'"),
+        (["--adam_beta2", "1"], "--adam_beta2 must be in [0, 1), got 1.0"),
+        (["--mixup_prob", "0.7", "--cutmix_prob", "0.5"], "--mixup_prob + --cutmix_prob must be at most 1"),
+        (["--preemption_signals", "SIGKILL"], "'SIGKILL' is not a signal a process can handle"),
         (["--torch_compile", "fast"], "argument --torch_compile: invalid choice: 'fast'"),
     ):
         with pytest.raises(SystemExit) as exit_info:
@@ -412,3 +419,267 @@ def test_torch_compile_run_saves_plain_loadable_weights(tmp_path):
     assert set(weights) == set(model.state_dict())
     history = json.loads((tmp_path / "history.json").read_text())
     assert math.isfinite(history[0]["train_loss"]) and math.isfinite(history[0]["val_loss"])
+
+
+# ------------------------------------------------------------------------------ a long run's everyday faults
+def drive(tmp_path, patch: str, *flags, launcher=(sys.executable,), env=None):
+    """train.py's main in a subprocess, after `patch` (Python run first, with `train` imported): a fault injected at
+    a chosen point of the real code, deterministically."""
+    script = tmp_path / f"drive_{abs(hash(patch))}.py"
+    script.write_text(
+        f"import os, signal, sys\nsys.path.insert(0, {str(ROOT)!r})\nimport train\n{patch}\n"
+        f"sys.argv = ['train.py', *{list(flags)!r}]\ntrain.main()\n"
+    )
+    return subprocess.run(
+        [*launcher, str(script)], capture_output=True, text=True, env={**ENV, **(env or {})}, cwd=ROOT
+    )
+
+
+def checkpoints(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(("step_", "epoch_")))
+
+
+def test_sigterm_in_training_stops_at_a_step_with_a_checkpoint_and_resumes_exactly(uninterrupted, tmp_path):
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *RESUME_RUN, "--output_dir", str(tmp_path)],
+        env=ENV,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while not (tmp_path / "step_4" / "training_state.json").exists():
+        assert process.poll() is None and time.time() < deadline, "the run ended before the signal"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGTERM)
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    latest = find_latest_checkpoint(tmp_path).name
+    assert f"SIGTERM received: stopped after a complete checkpoint, {tmp_path / latest}" in stderr
+    assert "--resume_from_checkpoint latest" in stderr and not (tmp_path / "model.safetensors").exists()
+    assert json.loads((tmp_path / latest / "training_state.json").read_text())["completed_steps"] > 4
+    train(*RESUME_RUN, "--output_dir", str(tmp_path), "--resume_from_checkpoint", "latest")
+    assert_same_weights(uninterrupted, tmp_path)
+    assert history_without_timing(tmp_path) == history_without_timing(uninterrupted)
+
+
+def test_sigterm_in_evaluation_checkpoints_the_trained_epoch_and_resumes_exactly(uninterrupted, tmp_path):
+    patch = (
+        "evaluate = train.evaluate_model\n"
+        "def evaluate_after_a_signal(*args, **kwargs):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)  # as the first evaluation starts\n"
+        "    return evaluate(*args, **kwargs)\n"
+        "train.evaluate_model = evaluate_after_a_signal\n"
+    )
+    result = drive(tmp_path, patch, *RESUME_RUN, "--output_dir", str(tmp_path / "run"))
+    assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
+    # epoch 1 (20 steps) trained, not evaluated: its last step's checkpoint, and no history yet
+    state = json.loads((tmp_path / "run" / "step_20" / "training_state.json").read_text())
+    assert (state["completed_steps"], state["epoch"], state["batches_into_epoch"], state["history"]) == (20, 0, 20, [])
+    train(*RESUME_RUN, "--output_dir", str(tmp_path / "run"), "--resume_from_checkpoint", "latest")
+    assert_same_weights(uninterrupted, tmp_path / "run")
+    assert history_without_timing(tmp_path / "run") == history_without_timing(uninterrupted)
+
+
+def test_a_signal_to_one_of_two_processes_stops_both_at_the_same_step(tmp_path):
+    """SIGUSR1 to rank 1 only, at its step 3: both processes agree, write step_3, and stop; the resume is exact."""
+    launcher = (
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        *"--multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no".split(),
+    )
+    flags = [
+        *"--dataset_name digits --max_train_samples 96 --max_eval_samples 16 --per_device_train_batch_size 8".split(),
+        *"--num_train_epochs 2 --warmup_epochs 0.5 --learning_rate 1e-3 --dataloader_num_workers 0 --seed 3".split(),
+        *"--logging_steps 3".split(),
+        *TINY_MODEL,
+    ]
+    cpu = {"ACCELERATE_USE_CPU": "true"}
+    train(*flags, "--output_dir", str(tmp_path / "whole"), launcher=launcher, env=cpu)
+    patch = (
+        "log = train.log_training_progress\n"
+        "def log_then_signal(*args, **kwargs):\n"
+        "    if os.environ['RANK'] == '1':\n"
+        "        os.kill(os.getpid(), signal.SIGUSR1)\n"
+        "    return log(*args, **kwargs)\n"
+        "train.log_training_progress = log_then_signal\n"
+    )
+    result = drive(tmp_path, patch, *flags, "--output_dir", str(tmp_path / "run"), launcher=launcher, env=cpu)
+    assert result.returncode != 0 and "SIGUSR1 received" in result.stderr, result.stderr[-3000:]
+    assert checkpoints(tmp_path / "run") == ["step_3"]
+    assert len(list((tmp_path / "run" / "step_3").glob("random_states_*.pkl"))) == 2  # both processes' RNG
+    train(
+        *flags, "--output_dir", str(tmp_path / "run"), "--resume_from_checkpoint", "latest", launcher=launcher, env=cpu
+    )
+    assert_same_weights(tmp_path / "whole", tmp_path / "run")
+    assert history_without_timing(tmp_path / "whole") == history_without_timing(tmp_path / "run")
+
+
+def test_one_run_per_folder_and_a_killed_run_leaves_it_unlocked(tmp_path):
+    folder = tmp_path / "run"
+    log = tmp_path / "first.log"
+    with log.open("w") as output:
+        first = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "train.py"),
+                *RESUME_RUN,
+                "--num_train_epochs",
+                "50",
+                "--output_dir",
+                str(folder),
+            ],
+            env=ENV,
+            cwd=ROOT,
+            stdout=output,
+            stderr=output,
+        )
+    try:
+        deadline = time.time() + 300
+        while not (folder / "step_4").exists():
+            assert first.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+            time.sleep(0.05)
+        second = train(
+            *SHORT_RUN, *TINY_MODEL, "--output_dir", str(folder), "--resume_from_checkpoint", "latest", check=False
+        )
+        assert second.returncode == 1
+        assert f"--output_dir '{folder}' is in use by another run" in second.stderr
+        assert f'"pid": {first.pid}' in second.stderr
+    finally:
+        first.kill()
+        first.wait()
+    assert (folder / ".run.lock").exists()  # SIGKILL: the file stays, the lock went with the process
+    third = train(*SHORT_RUN, *TINY_MODEL, "--output_dir", str(folder), "--overwrite_output_dir")
+    assert "deleted" in third.stderr and checkpoints(folder) == [] and (folder / "model.safetensors").exists()
+    assert not (folder / ".run.lock").exists()  # a run that ends removes it
+
+
+def test_a_folder_with_a_run_in_it_is_refused_untouched_unless_overwritten(tmp_path):
+    train(*SHORT_RUN, *TINY_MODEL, "--checkpointing_steps", "1", "--output_dir", str(tmp_path))
+    before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    again = train(*SHORT_RUN, *TINY_MODEL, "--output_dir", str(tmp_path), check=False)
+    assert again.returncode == 1
+    assert f"--output_dir '{tmp_path}' is not empty (README.md, all_results.json, best" in again.stderr
+    assert "--resume_from_checkpoint latest" in again.stderr and "--overwrite_output_dir" in again.stderr
+    assert {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    replaced = train(*SHORT_RUN, *TINY_MODEL, "--output_dir", str(tmp_path), "--overwrite_output_dir")
+    assert "--overwrite_output_dir: deleted README.md, all_results.json, best" in replaced.stderr
+    assert checkpoints(tmp_path) == [] and (tmp_path / "model.safetensors").exists()  # step_1 and step_2 went
+
+
+def test_a_resume_with_changed_settings_is_refused_unless_accepted(uninterrupted, tmp_path):
+    step_12 = str(uninterrupted / "step_12")
+    changed = ["--per_device_train_batch_size", "32", "--learning_rate", "5e-4"]
+    refused = train(
+        *RESUME_RUN, *changed, "--output_dir", str(tmp_path / "a"), "--resume_from_checkpoint", step_12, check=False
+    )
+    assert refused.returncode == 1 and not (tmp_path / "a" / "model.safetensors").exists()
+    assert "would not resume exactly" in refused.stderr
+    assert (
+        "--learning_rate 0.001 -> 0.0005" in refused.stderr
+        and "--per_device_train_batch_size 16 -> 32" in refused.stderr
+    )
+    # settings that only say how the run reports and saves may change: the resume stays exact
+    train(
+        *RESUME_RUN, "--logging_steps", "7", "--output_dir", str(tmp_path / "b"), "--resume_from_checkpoint", step_12
+    )
+    assert_same_weights(uninterrupted, tmp_path / "b")
+    # accepted: from the same 192 samples (12 steps of 16), now 6 steps of 32, at the new learning rate
+    accepted = train(
+        *RESUME_RUN,
+        *changed,
+        "--output_dir",
+        str(tmp_path / "c"),
+        "--resume_from_checkpoint",
+        step_12,
+        "--resume_with_changes",
+    )
+    assert (
+        "Going on from 192 training samples: step 6, batch 6 of epoch 1, peak learning rate 0.0005" in accepted.stderr
+    )
+    history = json.loads((tmp_path / "c" / "history.json").read_text())
+    assert [row["step"] for row in history] == [10, 20]  # 10 steps an epoch at 32
+    recorded = json.loads((tmp_path / "c" / "step_20" / "args.json").read_text())
+    assert recorded["per_device_train_batch_size"] == 32 and recorded["learning_rate"] == 5e-4
+    assert recorded["resumed_with_changes"][0]["changes"]["learning_rate"] == [0.001, 0.0005]
+    optimizer = torch.load(tmp_path / "c" / "step_20" / "optimizer.bin", weights_only=False)
+    assert [group["initial_lr"] for group in optimizer["param_groups"]] == [5e-4, 5e-4]
+    assert "resumed_with_changes" in (tmp_path / "c" / "README.md").read_text()
+
+
+def test_fp16_on_cpu_skips_overflow_steps_backs_off_and_resumes_the_scaler_exactly(tmp_path):
+    """torch's CPU fp16 autocast and GradScaler under train.py's real step. A first scale of 2^24 overflows fp16
+    gradients: those steps are skipped and the scale halves; the guard, which counts non-finite losses, does not
+    count them."""
+    fp16 = [*RESUME_RUN, "--mixed_precision", "fp16", "--fp16_init_scale", str(2.0**24), "--logging_steps", "1"]
+    whole = train(*fp16, "--output_dir", str(tmp_path / "whole"))
+    assert "non-finite loss" not in whole.stderr
+    scales = [torch.load(tmp_path / "whole" / f"step_{s}" / "scaler.pt")["scale"] for s in (4, 8, 40)]
+    assert scales[0] < 2.0**24 and math.log2(scales[0]).is_integer()  # backed off by halving
+    assert all(
+        json.loads((tmp_path / "whole" / f"step_{s}" / "training_state.json").read_text())["nonfinite_run"] == 0
+        for s in (4, 8)
+    )
+    weights = load_file(tmp_path / "whole" / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+    assert not torch.equal(
+        weights["classifier.weight"],
+        load_file(tmp_path / "whole" / "step_4" / "model.safetensors")["classifier.weight"],
+    )
+    train(
+        *fp16,
+        "--output_dir",
+        str(tmp_path / "resumed"),
+        "--resume_from_checkpoint",
+        str(tmp_path / "whole" / "step_8"),
+    )
+    assert_same_weights(tmp_path / "whole", tmp_path / "resumed")
+    assert torch.load(tmp_path / "resumed" / "step_40" / "scaler.pt") == torch.load(
+        tmp_path / "whole" / "step_40" / "scaler.pt"
+    )
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 256 MiB tmpfs, to fill up (root only; skipped where mounting is not allowed)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(mount_point)], capture_output=True
+    )
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=True)
+
+
+def test_a_full_disk_stops_the_run_cleanly_and_a_resume_on_it_says_so(uninterrupted, small_disk, tmp_path):
+    folder = small_disk / "run"
+    patch = (
+        "save = train.save_checkpoint\n"
+        "def fill_the_disk_then_save(accelerator, output_dir, name, *args, **kwargs):\n"
+        "    if name == 'step_8':\n"
+        "        with open(os.path.join(os.path.dirname(output_dir), 'filler'), 'wb') as filler:\n"
+        "            try:\n"
+        "                while True:\n"
+        "                    filler.write(bytes(1 << 20))\n"
+        "                    filler.flush()\n"
+        "            except OSError:\n"
+        "                pass\n"
+        "    return save(accelerator, output_dir, name, *args, **kwargs)\n"
+        "train.save_checkpoint = fill_the_disk_then_save\n"
+    )
+    result = drive(tmp_path, patch, *RESUME_RUN, "--output_dir", str(folder))
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert f"could not write checkpoint '{folder / 'step_8'}': No space left on device" in result.stderr
+    assert "the checkpoints already there are kept (step_4)" in result.stderr and "Traceback" not in result.stderr
+    assert checkpoints(folder) == ["step_4"] and not [p for p in folder.iterdir() if p.name.startswith(".tmp")]
+    # a resume on the still-full disk is refused before it trains, with the same cause
+    again = train(*RESUME_RUN, "--output_dir", str(folder), "--resume_from_checkpoint", "latest", check=False)
+    assert again.returncode == 1 and "No space left on device for a checkpoint in" in again.stderr
+    (small_disk / "filler").unlink()
+    train(*RESUME_RUN, "--output_dir", str(folder), "--resume_from_checkpoint", "latest")
+    assert_same_weights(uninterrupted, folder)
+    assert history_without_timing(folder) == history_without_timing(uninterrupted)

@@ -92,7 +92,7 @@ class NonFiniteGuard:
         if reached:
             raise NonFiniteLossError(
                 f"{self.max_consecutive} consecutive steps had a non-finite loss; stopping. The last complete "
-                f"checkpoint in {str(self.output_dir)!r} is kept (resume with --resume_from_checkpoint latest, "
-                "e.g. with a lower --learning_rate)."
+                f"checkpoint in {str(self.output_dir)!r} is kept, and holds finite weights (resume with "
+                "--resume_from_checkpoint latest, e.g. with --resume_with_changes and a lower --learning_rate)."
             )
         return run

@@ -1,0 +1,82 @@
+"""One run per output folder, and no run that silently mixes its files with another's.
+
+- A lock: the main process holds an exclusive `flock` on `<output_dir>/.run.lock` for its whole life. The
+  kernel drops it when the process ends, however it ends (SIGKILL included), so a killed run never leaves the
+  folder locked. The file names the holder (host, pid, start, command) for the refusal message.
+- A non-empty folder is refused unless the run resumes (`--resume_from_checkpoint`) or is told to replace it
+  (`--overwrite_output_dir`), and nothing in it is touched before that decision.
+
+`flock` needs a file system that supports it (local disks, Lustre and NFSv4 with locking do).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+from pathlib import Path
+
+LOCK_FILE = ".run.lock"
+_HELD: dict[str, int] = {}  # folder -> open descriptor holding its lock, for the life of the process
+
+
+class OutputFolderError(RuntimeError):
+    """The output folder is in use by another run, or holds a run's files that this run would overwrite."""
+
+
+def lock_output_folder(folder: str | os.PathLike) -> None:
+    """Take the folder's run lock (creating the folder), or raise OutputFolderError naming the run that holds it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if str(folder.resolve()) in _HELD:
+        return
+    descriptor = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(descriptor, 4096).decode(errors="replace").strip() or "(unknown)"
+        os.close(descriptor)
+        raise OutputFolderError(
+            f"--output_dir {str(folder)!r} is in use by another run: {holder}. Wait for it to end, stop it, or "
+            "choose another --output_dir."
+        ) from None
+    holder = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    holder["command"] = " ".join(sys.argv)
+    os.ftruncate(descriptor, 0)
+    os.pwrite(descriptor, json.dumps(holder).encode(), 0)
+    _HELD[str(folder.resolve())] = descriptor
+
+
+def release_output_folder(folder: str | os.PathLike) -> None:
+    """At the end of a run: remove the lock file and drop the lock (a killed run leaves an unlocked file)."""
+    descriptor = _HELD.pop(str(Path(folder).resolve()), None)
+    if descriptor is not None:
+        (Path(folder) / LOCK_FILE).unlink(missing_ok=True)
+        os.close(descriptor)
+
+
+def prepare_output_folder(folder: str | os.PathLike, resuming: bool, overwrite: bool) -> list[str]:
+    """Refuse a folder that holds another run's files unless resuming or overwriting; with overwrite (and not
+    resuming), delete them. Returns the names it deleted. Call with the folder's lock held."""
+    folder = Path(folder)
+    contents = sorted(p.name for p in folder.iterdir() if p.name != LOCK_FILE)
+    if not contents or resuming:
+        return []
+    if not overwrite:
+        shown = ", ".join(contents[:8]) + (f" and {len(contents) - 8} more" if len(contents) > 8 else "")
+        raise OutputFolderError(
+            f"--output_dir {str(folder)!r} is not empty ({shown}): a new run would overwrite those files. Resume "
+            "the run in it with --resume_from_checkpoint latest, replace it with --overwrite_output_dir, or choose "
+            "another --output_dir."
+        )
+    for name in contents:
+        path = folder / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return contents

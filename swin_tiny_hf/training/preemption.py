@@ -1,0 +1,96 @@
+"""Preemption: a signal (SIGTERM from Slurm, Kubernetes or a spot instance; SIGUSR1 from Slurm's --signal)
+asks the run to stop at the next optimizer-step boundary, after a complete checkpoint of that step.
+
+The handler only records the signal; the training loop asks `stop_requested` at every step boundary (and
+between evaluation batches). With several processes the answer is agreed by all of them, an all-reduce of the
+recorded signal over a CPU (gloo) group, so a signal to one rank is enough and every rank stops at the same step.
+That collective runs on the host: it never waits for the GPU's queued work.
+
+Data-loader workers ignore these signals (see `ignore_in_worker`): they stop when the main process closes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+import torch
+import torch.distributed as dist
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SIGNALS = ("SIGTERM", "SIGUSR1")
+
+
+class Preempted(Exception):
+    """The run stopped on a signal after writing a checkpoint; `exit_code` is 128 + the signal's number."""
+
+    def __init__(self, signal_name: str, signal_number: int, checkpoint: str):
+        super().__init__(f"stopped on {signal_name}; checkpoint {checkpoint}")
+        self.signal_name, self.checkpoint = signal_name, checkpoint
+        self.exit_code = 128 + signal_number
+
+
+def parse_signals(names: list[str]) -> list[signal.Signals]:
+    """Signal names ("SIGTERM", "USR1") -> signals; ["none"] -> []. A ValueError names an unknown one."""
+    if [n.lower() for n in names] == ["none"]:
+        return []
+    parsed = []
+    for name in names:
+        full = name.upper() if name.upper().startswith("SIG") else f"SIG{name.upper()}"
+        if full in ("SIGKILL", "SIGSTOP") or not hasattr(signal.Signals, full):
+            raise ValueError(f"--preemption_signals: {name!r} is not a signal a process can handle (e.g. SIGTERM).")
+        parsed.append(signal.Signals[full])
+    return parsed
+
+
+def ignore_in_worker(signals: list[signal.Signals], worker_id: int | None = None) -> None:
+    """A data loader's worker_init_fn: ignore the preemption signals (a signal to the process group reaches the
+    workers too; they end when the main process closes them)."""
+    for sig in signals:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+class PreemptionHandler:
+    """Records the first preemption signal; `stop_requested` tells every process whether any received one."""
+
+    def __init__(self, signals: list[signal.Signals]):
+        self.signals = list(signals)
+        self.received: signal.Signals | None = None
+        self._previous: dict = {}
+        self._group = None
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # a host-side group: with NCCL training, the flag still travels without touching the GPU stream
+            self._group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
+            self._distributed = True
+        else:
+            self._distributed = False
+
+    def install(self) -> PreemptionHandler:
+        for sig in self.signals:
+            self._previous[sig] = signal.signal(sig, self._record)
+        return self
+
+    def restore(self) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
+
+    def _record(self, signum, frame) -> None:
+        if self.received is None:
+            self.received = signal.Signals(signum)
+            return
+        # a second signal: the user (or the scheduler) will not wait for the step to end
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    def stop_requested(self) -> signal.Signals | None:
+        """The signal that any process received, or None. With several processes this is a collective: every
+        process must call it at the same points."""
+        number = int(self.received) if self.received is not None else 0
+        if self._distributed:
+            flag = torch.tensor([number], dtype=torch.int64)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group)
+            number = int(flag.item())
+        return signal.Signals(number) if number else None
