@@ -309,6 +309,13 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="signals that stop the run at the next optimizer step after a checkpoint (exit code 128 + signal); "
         "'none' to leave them to their default action",
     )
+    out.add_argument(
+        "--preemption_check_steps",
+        type=int,
+        default=10,
+        help="with several processes: agree on a received signal every N optimizer steps (a host-side all-reduce "
+        "that costs about a millisecond on a busy host); one process checks at every step",
+    )
     out.add_argument("--eval_only", action="store_true", help="evaluate --model_name_or_path and exit")
     out.add_argument("--with_tracking", action="store_true")
     out.add_argument("--report_to", default="tensorboard", help="accelerate tracker(s): tensorboard, wandb, all, ...")
@@ -333,6 +340,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "max_nonfinite_steps",
         "logging_steps",
         "lr_base_size",
+        "preemption_check_steps",
     ):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
@@ -1044,7 +1052,7 @@ def run(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     """Everything after setup: the output folder, data, model, and evaluation only or the training run."""
     claim_output_folder(args, accelerator)
     output_dir = Path(args.output_dir)
-    preemption = PreemptionHandler(args.preemption_signals).install()
+    preemption = PreemptionHandler(args.preemption_signals, args.preemption_check_steps).install()
     dataset = load_data(args, accelerator)
     label_names = dataset["train"].features["label"].names
     model = build_model(args, label_names)

@@ -483,7 +483,8 @@ def test_sigterm_in_evaluation_checkpoints_the_trained_epoch_and_resumes_exactly
 
 
 def test_a_signal_to_one_of_two_processes_stops_both_at_the_same_step(tmp_path):
-    """SIGUSR1 to rank 1 only, at its step 3: both processes agree, write step_3, and stop; the resume is exact."""
+    """SIGUSR1 to rank 1 only, at its step 3: both processes agree (one step later: the agreement is an all-reduce
+    started at one step and read at the next), write step_4, and stop; the resume is exact."""
     launcher = (
         sys.executable,
         "-m",
@@ -493,7 +494,7 @@ def test_a_signal_to_one_of_two_processes_stops_both_at_the_same_step(tmp_path):
     flags = [
         *"--dataset_name digits --max_train_samples 96 --max_eval_samples 16 --per_device_train_batch_size 8".split(),
         *"--num_train_epochs 2 --warmup_epochs 0.5 --learning_rate 1e-3 --dataloader_num_workers 0 --seed 3".split(),
-        *"--logging_steps 3".split(),
+        *"--logging_steps 3 --preemption_check_steps 1".split(),
         *TINY_MODEL,
     ]
     cpu = {"ACCELERATE_USE_CPU": "true"}
@@ -508,8 +509,8 @@ def test_a_signal_to_one_of_two_processes_stops_both_at_the_same_step(tmp_path):
     )
     result = drive(tmp_path, patch, *flags, "--output_dir", str(tmp_path / "run"), launcher=launcher, env=cpu)
     assert result.returncode != 0 and "SIGUSR1 received" in result.stderr, result.stderr[-3000:]
-    assert checkpoints(tmp_path / "run") == ["step_3"]
-    assert len(list((tmp_path / "run" / "step_3").glob("random_states_*.pkl"))) == 2  # both processes' RNG
+    assert checkpoints(tmp_path / "run") == ["step_4"]
+    assert len(list((tmp_path / "run" / "step_4").glob("random_states_*.pkl"))) == 2  # both processes' RNG
     train(
         *flags, "--output_dir", str(tmp_path / "run"), "--resume_from_checkpoint", "latest", launcher=launcher, env=cpu
     )

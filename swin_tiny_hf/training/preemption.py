@@ -4,7 +4,11 @@ asks the run to stop at the next optimizer-step boundary, after a complete check
 The handler only records the signal; the training loop asks `stop_requested` at every step boundary (and
 between evaluation batches). With several processes the answer is agreed by all of them, an all-reduce of the
 recorded signal over a CPU (gloo) group, so a signal to one rank is enough and every rank stops at the same step.
-That collective runs on the host: it never waits for the GPU's queued work.
+That collective runs on the host, never waiting for the GPU's queued work, and asynchronously: each call starts
+the reduction of the flags as they are now and returns the result of the one started at the previous call, which
+has long arrived. Every process gets the same answer at the same call. On a busy host the reduction still costs
+about a millisecond (benchmarks/preemption_cost.py), so with several processes only every `check_every`-th call
+communicates: a signal stops the run within 2 x check_every steps. One process checks its flag at every call.
 
 Data-loader workers ignore these signals (see `ignore_in_worker`): they stop when the main process closes them.
 """
@@ -55,11 +59,16 @@ def ignore_in_worker(signals: list[signal.Signals], worker_id: int | None = None
 class PreemptionHandler:
     """Records the first preemption signal; `stop_requested` tells every process whether any received one."""
 
-    def __init__(self, signals: list[signal.Signals]):
+    def __init__(self, signals: list[signal.Signals], check_every: int = 1):
+        if check_every < 1:
+            raise ValueError(f"check_every must be at least 1, got {check_every}.")
         self.signals = list(signals)
+        self.check_every = check_every
+        self._calls = 0
         self.received: signal.Signals | None = None
         self._previous: dict = {}
         self._group = None
+        self._pending: tuple | None = None  # (work, tensor) of the reduction started at the previous call
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             # a host-side group: with NCCL training, the flag still travels without touching the GPU stream
             self._group = None if dist.get_backend() == "gloo" else dist.new_group(backend="gloo")
@@ -76,6 +85,9 @@ class PreemptionHandler:
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         self._previous = {}
+        if self._pending is not None:  # no reduction is left running when the process group goes
+            self._pending[0].wait()
+            self._pending = None
 
     def _record(self, signum, frame) -> None:
         if self.received is None:
@@ -90,7 +102,15 @@ class PreemptionHandler:
         process must call it at the same points."""
         number = int(self.received) if self.received is not None else 0
         if self._distributed:
+            self._calls += 1
+            if self._calls % self.check_every:
+                return None
+            agreed = 0
+            if self._pending is not None:
+                work, flag = self._pending
+                work.wait()  # started a step ago: done by now
+                agreed = int(flag.item())
             flag = torch.tensor([number], dtype=torch.int64)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group)
-            number = int(flag.item())
+            self._pending = (dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group, async_op=True), flag)
+            number = agreed
         return signal.Signals(number) if number else None

@@ -37,6 +37,7 @@ FREE_TO_CHANGE = frozenset(
         "eval_only",
         "max_nonfinite_steps",
         "preemption_signals",
+        "preemption_check_steps",
         "torch_compile",  # the same arithmetic, compiled
         "attn_implementation",  # the same attention, another kernel
         "mixed_precision",  # compared as mixed_precision_resolved: "auto" resolves per machine
