@@ -1112,25 +1112,33 @@ def run(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     unwrapped = accelerator.unwrap_model(model)
 
     def save_best(best_results: dict, history: list[dict]) -> None:
-        check_finite_weights(unwrapped, f"the best model {output_dir / 'best'}", output_dir)
+        """Main process only: non-finite weights are not saved as best/ (the next checkpoint or the final model
+        stops the run on every process)."""
+        try:
+            check_finite_weights(unwrapped, f"the best model {output_dir / 'best'}", output_dir)
+        except NonFiniteWeightsError as error:
+            logger.error("%s", error)
+            return
         save_model_folder(unwrapped, image_processor, output_dir / "best", args, best_results, history)
 
     train_start = time.perf_counter()
-    results = run_epochs(
-        model,
-        optimizer,
-        scheduler,
-        data,
-        schedule,
-        accelerator,
-        args,
-        state,
-        metric,
-        save_best,
-        resolved_args,
-        preemption,
-    )
-    preemption.restore()  # from here on a signal has its default effect: the final model is written atomically
+    try:
+        results = run_epochs(
+            model,
+            optimizer,
+            scheduler,
+            data,
+            schedule,
+            accelerator,
+            args,
+            state,
+            metric,
+            save_best,
+            resolved_args,
+            preemption,
+        )
+    finally:  # from here on a signal has its default effect (the final model is written atomically)
+        preemption.restore()
     accelerator.wait_for_everyone()
     check_finite_weights(unwrapped, f"the final model in {output_dir}", output_dir)
     all_results = {}
