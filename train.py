@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import GradScalerKwargs, TorchDynamoPlugin, broadcast_object_list, set_seed
-from datasets import Dataset, DatasetDict
+from datasets import DatasetDict
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, BaseImageProcessor
@@ -50,10 +50,16 @@ from swin_tiny_hf.training.checkpointing import (
     write_json_atomically,
 )
 from swin_tiny_hf.training.collate import MixupCutmixCollator, eval_collate
-from swin_tiny_hf.training.data import DEFAULT_DATASET, load_image_dataset
+from swin_tiny_hf.training.data import DEFAULT_DATASET, BadImageError, load_image_dataset
+from swin_tiny_hf.training.data_checks import SkippedImages, check_data, record_bad_images
 from swin_tiny_hf.training.model_card import render_model_card
 from swin_tiny_hf.training.nonfinite_guard import NonFiniteGuard, NonFiniteLossError
-from swin_tiny_hf.training.optimization import parameter_groups, scaled_learning_rate, warmup_cosine_scheduler
+from swin_tiny_hf.training.optimization import (
+    learning_rate_at,
+    parameter_groups,
+    scaled_learning_rate,
+    warmup_cosine_scheduler,
+)
 from swin_tiny_hf.training.output_folder import (
     OutputFolderError,
     lock_output_folder,
@@ -66,6 +72,7 @@ from swin_tiny_hf.training.preemption import (
     PreemptionHandler,
     ignore_in_worker,
     parse_signals,
+    stop_data_workers,
 )
 from swin_tiny_hf.training.resume_changes import (
     apply_optimizer_settings,
@@ -168,8 +175,17 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="seed of that split (and of the digits split); independent of --seed so that runs "
         "with different seeds are scored on the same images",
     )
-    data.add_argument("--max_train_samples", type=int, default=None)
-    data.add_argument("--max_eval_samples", type=int, default=None)
+    data.add_argument(
+        "--max_train_samples", type=int, default=None, help="train on this many rows of the shuffled training split"
+    )
+    data.add_argument("--max_eval_samples", type=int, default=None, help="evaluate on the first N validation rows")
+    data.add_argument(
+        "--skip_bad_images",
+        action="store_true",
+        help="leave out images that cannot be read instead of stopping: found at start (every validation image is "
+        "decoded then) or in training (skipped in its batch); each is logged, counted per epoch and listed in "
+        "all_results.json",
+    )
     data.add_argument(
         "--dataloader_num_workers",
         type=int,
@@ -344,6 +360,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
+    for name in ("max_train_samples", "max_eval_samples"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
     if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
         parser.error(f"--checkpoints_total_limit must be at least 1, got {args.checkpoints_total_limit}")
     for name, interval in FLOAT_RANGES.items():
@@ -468,6 +487,17 @@ def evaluate_model(
     return results
 
 
+def format_row(row: dict) -> str:
+    """A history row for the log: the learning rate in scientific notation (2.500e-06, where rounding to 4
+    decimals printed 0.0), other floats to 4 decimals, integers as they are."""
+    parts = []
+    for key, value in row.items():
+        if isinstance(value, float):
+            value = f"{value:.3e}" if key == "lr" else f"{round(value, 4)}"
+        parts.append(f"{key} {value}")
+    return ", ".join(parts)
+
+
 def results_summary(results: dict, **extra) -> dict:
     """evaluate_model's figures under the names of all_results.json and the model card."""
     return {
@@ -507,10 +537,13 @@ def train_one_epoch(
     # gives the uninterrupted run's numbers.
     start_sums = state.get("epoch_sums") if accelerator.is_main_process else None
     sums = torch.tensor(start_sums or [0.0, 0.0, 0.0], dtype=torch.float32, device=accelerator.device)
+    skipped = SkippedImages(state.get("epoch_skipped") if accelerator.is_main_process else None)
     data_seconds = 0.0
     start = waiting = time.perf_counter()
     for batch in dataloader:
         data_seconds += time.perf_counter() - waiting
+        if batch.get("skipped_images"):  # --skip_bad_images: rows the transform could not decode
+            skipped.add(batch["skipped_images"])
         if state["completed_steps"] >= max_train_steps:  # resumed from the run's last step: only evaluation is left
             break
         # The model's randomness (drop path, dropout) is a function of (seed, step, micro-batch, process):
@@ -560,17 +593,23 @@ def train_one_epoch(
                 isinstance(args.checkpointing_steps, int) and state["completed_steps"] % args.checkpointing_steps == 0
             )
             if saved:
-                save_step_checkpoint(accelerator, model, output_dir, name, state, sums, resolved_args, args, guard)
+                save_step_checkpoint(
+                    accelerator, model, output_dir, name, state, sums, skipped, resolved_args, args, guard
+                )
             if preemption is not None and (signal_received := preemption.stop_requested()):
                 if not saved:
-                    save_step_checkpoint(accelerator, model, output_dir, name, state, sums, resolved_args, args, guard)
+                    save_step_checkpoint(
+                        accelerator, model, output_dir, name, state, sums, skipped, resolved_args, args, guard
+                    )
                 raise Preempted(signal_received.name, signal_received.value, str(output_dir / name))
         waiting = time.perf_counter()
     state["nonfinite_run"] = guard.check(state["completed_steps"])  # a sync: the queued GPU work is done
     seconds = time.perf_counter() - start
     state["epoch_sums"] = accelerator.reduce(sums, reduction="sum").tolist()  # kept until the epoch is evaluated
+    state["epoch_skipped"] = skipped.merged()
     loss_sum, correct, seen = state["epoch_sums"]
     return {
+        "skipped_images": len(state["epoch_skipped"]),
         "train_loss": loss_sum / max(seen, 1),
         "train_acc": correct / max(seen, 1),
         "images_per_second": seen / max(seconds, 1e-9),
@@ -580,12 +619,22 @@ def train_one_epoch(
 
 
 def save_step_checkpoint(
-    accelerator: Accelerator, model, output_dir: Path, name: str, state: dict, sums, resolved_args: dict, args, guard
+    accelerator: Accelerator,
+    model,
+    output_dir: Path,
+    name: str,
+    state: dict,
+    sums,
+    skipped: SkippedImages,
+    resolved_args: dict,
+    args,
+    guard,
 ) -> None:
     """A checkpoint inside an epoch: the guard checked first (a tripped guard stops before saving), the epoch's
-    running sums reduced over processes into the state."""
+    running sums reduced, and its skipped images gathered, over processes into the state."""
     state["nonfinite_run"] = guard.check(state["completed_steps"])
     state["epoch_sums"] = accelerator.reduce(sums.clone(), reduction="sum").tolist()
+    state["epoch_skipped"] = skipped.merged()
     save_run_checkpoint(accelerator, model, output_dir, name, state, resolved_args, args)
 
 
@@ -749,8 +798,20 @@ def enable_cpu_fp16(accelerator: Accelerator, init_scale: float) -> None:
     accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
 
 
-def load_data(args: argparse.Namespace, accelerator: Accelerator) -> DatasetDict:
-    """The "train" and "validation" splits, cut to --max_train_samples / --max_eval_samples."""
+class DataError(ValueError):
+    """The data cannot train this run: the message names the split, the row or file, and the flag."""
+
+
+def load_data(args: argparse.Namespace, accelerator: Accelerator) -> tuple[DatasetDict, list[dict]]:
+    """The "train" and "validation" splits, cut to --max_train_samples / --max_eval_samples and checked
+    (`data_checks.check_data`); and the bad images dropped (--skip_bad_images). Problems raise DataError."""
+    try:
+        return _load_and_check_data(args, accelerator)
+    except ValueError as error:  # BadImageError included
+        raise DataError(str(error)) from error
+
+
+def _load_and_check_data(args: argparse.Namespace, accelerator: Accelerator) -> tuple[DatasetDict, list[dict]]:
     with accelerator.main_process_first():
         dataset = load_image_dataset(
             args.dataset_name,
@@ -763,12 +824,28 @@ def load_data(args: argparse.Namespace, accelerator: Accelerator) -> DatasetDict
             args.validation_split_seed,
             args.cache_dir,
         )
+    for split, flag in (("train", "max_train_samples"), ("validation", "max_eval_samples")):
+        limit, rows = getattr(args, flag), len(dataset[split])
+        if limit is not None and limit > rows:
+            logger.warning("--%s %d is more than split %r has (%d rows): using all of them", flag, limit, split, rows)
     if args.max_train_samples is not None:
-        dataset["train"] = dataset["train"].shuffle(seed=args.seed).select(range(args.max_train_samples))
+        kept = min(args.max_train_samples, len(dataset["train"]))
+        dataset["train"] = dataset["train"].shuffle(seed=args.seed).select(range(kept))
     if args.max_eval_samples is not None:
         kept = min(args.max_eval_samples, len(dataset["validation"]))
         dataset["validation"] = dataset["validation"].select(range(kept))
-    return dataset
+    start = time.perf_counter()
+    dataset, bad_images = check_data(
+        dataset,
+        dataset.sources,
+        args.skip_bad_images,
+        args.per_device_train_batch_size,
+        accelerator.process_index,
+        accelerator.num_processes,
+        training=not args.eval_only,
+    )
+    logger.info("data checks: %.2f s", time.perf_counter() - start)
+    return dataset, bad_images
 
 
 def load_image_processor(args: argparse.Namespace, image_size: int) -> BaseImageProcessor:
@@ -778,9 +855,12 @@ def load_image_processor(args: argparse.Namespace, image_size: int) -> BaseImage
     return make_image_processor(image_size)
 
 
-def build_eval_dataloader(args: argparse.Namespace, split: Dataset, image_processor: BaseImageProcessor) -> DataLoader:
+def build_eval_dataloader(
+    args: argparse.Namespace, dataset: DatasetDict, image_processor: BaseImageProcessor
+) -> DataLoader:
+    transform = EvalTransform(image_processor, source=dataset.sources["validation"])
     return DataLoader(
-        split.with_transform(EvalTransform(image_processor)),
+        dataset["validation"].with_transform(transform),
         batch_size=args.per_device_eval_batch_size,
         collate_fn=eval_collate,
         num_workers=args.dataloader_num_workers,
@@ -801,7 +881,7 @@ def build_training_data(
         args.randaugment_magnitude,
         args.hflip_prob,
     )
-    train_transform = TrainTransform(augmentation, args.seed)
+    train_transform = TrainTransform(augmentation, args.seed, dataset.sources["train"], args.skip_bad_images)
     collator = MixupCutmixCollator(
         num_labels,
         args.mixup_alpha,
@@ -824,7 +904,7 @@ def build_training_data(
         pin_memory=torch.cuda.is_available(),  # with the accelerator's non_blocking copies
         worker_init_fn=functools.partial(ignore_in_worker, args.preemption_signals),
     )
-    eval_dataloader = build_eval_dataloader(args, dataset["validation"], image_processor)
+    eval_dataloader = build_eval_dataloader(args, dataset, image_processor)
     return TrainingData(train_dataloader, eval_dataloader, train_transform, collator, num_labels)
 
 
@@ -846,6 +926,33 @@ def build_optimizer_and_scheduler(
         args.warmup_start_factor,
     )
     return optimizer, scheduler
+
+
+def warn_long_warmup(args: argparse.Namespace, schedule: Schedule) -> None:
+    """A warmup as long as the run or longer never reaches the peak learning rate: say so, and where it ends."""
+    warmup_steps = round(args.warmup_epochs * schedule.steps_per_epoch)
+    if warmup_steps < schedule.max_train_steps:
+        return
+    last = learning_rate_at(
+        schedule.max_train_steps - 1,
+        args.learning_rate,
+        warmup_steps,
+        schedule.max_train_steps,
+        args.min_learning_rate,
+        args.warmup_start_factor,
+    )
+    logger.warning(
+        "the warmup (--warmup_epochs %g: %d optimizer steps of %d per epoch) is as long as the run or longer (%d "
+        "steps): the learning rate climbs from %.3e and never reaches its peak %.3e (it ends at %.3e). Lower "
+        "--warmup_epochs or train longer.",
+        args.warmup_epochs,
+        warmup_steps,
+        schedule.steps_per_epoch,
+        schedule.max_train_steps,
+        args.learning_rate * args.warmup_start_factor,
+        args.learning_rate,
+        last,
+    )
 
 
 class ResumeRefused(ValueError):
@@ -872,6 +979,7 @@ def initial_state(
             "nonfinite_run": 0,
             "history": [],
             "best_top1": -1.0,
+            "bad_images": [],
         }
     checkpoint = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
     recorded = json.loads((checkpoint / ARGS_FILE).read_text()) if (checkpoint / ARGS_FILE).exists() else {}
@@ -964,7 +1072,11 @@ def run_epochs(
             save_run_checkpoint(accelerator, model, output_dir, name, state, resolved_args, args)
             raise Preempted(interrupted.signal.name, interrupted.signal.value, str(output_dir / name)) from None
         train_metrics["eval_seconds"] = time.perf_counter() - evaluation_start
+        train_split = data.train_transform.source.split if data.train_transform.source else "train"
+        trained_on = [{"split": train_split, **entry, "epoch": epoch + 1} for entry in state["epoch_skipped"] or []]
+        state["bad_images"] = record_bad_images(state.get("bad_images", []), trained_on)
         state["epoch"], state["batches_into_epoch"], state["epoch_sums"] = epoch + 1, 0, None
+        state["epoch_skipped"] = None
         if accelerator.is_main_process:
             row = {
                 "epoch": epoch + 1,
@@ -977,7 +1089,7 @@ def run_epochs(
             }
             state["history"].append(row)
             write_json_atomically(output_dir / "history.json", state["history"])
-            logger.info("epoch %d: %s", epoch + 1, {k: round(v, 4) for k, v in row.items()})
+            logger.info("epoch %d: %s", epoch + 1, format_row(row))
             if results["val_top1"] > state["best_top1"]:
                 state["best_top1"] = results["val_top1"]
                 save_best(results_summary(results, epoch=epoch + 1), state["history"])
@@ -1001,6 +1113,11 @@ def finish(model, image_processor, args: argparse.Namespace, state: dict, result
         epoch=state["history"][-1]["epoch"],
         best_eval_accuracy=state["best_top1"],
         time_to_first_step_seconds=state.get("time_to_first_step_seconds"),
+        bad_images={
+            "dropped_at_start": state.get("dropped_at_start", {}),
+            "skipped_in_training_per_epoch": [row.get("skipped_images", 0) for row in state["history"]],
+            "listed": state.get("bad_images", []),
+        },
     )
     save_model_folder(model, image_processor, output_dir / "final", args, all_results, state["history"])
     for item in (output_dir / "final").iterdir():  # the final model lives in output_dir itself
@@ -1024,7 +1141,15 @@ def finish(model, image_processor, args: argparse.Namespace, state: dict, result
 
 
 # Errors that stop a run with a message of their own (no traceback), exit code 1.
-STOPPING_ERRORS = (OutputFolderError, ResumeRefused, CheckpointWriteError, NonFiniteWeightsError, NonFiniteLossError)
+STOPPING_ERRORS = (
+    OutputFolderError,
+    ResumeRefused,
+    CheckpointWriteError,
+    NonFiniteWeightsError,
+    NonFiniteLossError,
+    DataError,
+    BadImageError,
+)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -1043,9 +1168,25 @@ def main(argv: list[str] | None = None) -> dict:
         end(accelerator, args)
         raise SystemExit(stop.exit_code) from None
     except STOPPING_ERRORS as error:
-        logger.error("%s", error)
+        logger.error("%s", stopping_message(error, args))
         end(accelerator, args)
         raise SystemExit(1) from None
+    finally:  # no worker outlives the run, whatever ended it (an error's traceback can hold their loader)
+        stop_data_workers()
+
+
+def stopping_message(error: Exception, args: argparse.Namespace) -> str:
+    """The error's own message (a data-loader worker's error arrives wrapped in its traceback: its last line),
+    with, for an image that failed in training, how to go on."""
+    message = str(error).strip()
+    if message.startswith("Caught ") and "Original Traceback" in message:
+        message = message.splitlines()[-1].split(": ", 1)[-1]
+    if isinstance(error, BadImageError) and not args.skip_bad_images:
+        message += (
+            ". To leave bad training images out and go on from the last checkpoint: the same command with "
+            "--skip_bad_images --resume_from_checkpoint latest"
+        )
+    return message
 
 
 def run(args: argparse.Namespace, accelerator: Accelerator) -> dict:
@@ -1053,7 +1194,7 @@ def run(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     claim_output_folder(args, accelerator)
     output_dir = Path(args.output_dir)
     preemption = PreemptionHandler(args.preemption_signals, args.preemption_check_steps).install()
-    dataset = load_data(args, accelerator)
+    dataset, bad_images = load_data(args, accelerator)
     label_names = dataset["train"].features["label"].names
     model = build_model(args, label_names)
     image_processor = load_image_processor(args, model.config.image_size)
@@ -1068,13 +1209,13 @@ def run(args: argparse.Namespace, accelerator: Accelerator) -> dict:
 
     if args.eval_only:
         preemption.restore()
-        eval_dataloader = build_eval_dataloader(args, dataset["validation"], image_processor)
+        eval_dataloader = build_eval_dataloader(args, dataset, image_processor)
         model, eval_dataloader = accelerator.prepare(model, eval_dataloader)
         start = time.perf_counter()
         results = evaluate_model(model, eval_dataloader, accelerator, metric, len(label_names))
         all_results = {}
         if accelerator.is_main_process:
-            all_results = results_summary(results, eval_seconds=time.perf_counter() - start)
+            all_results = results_summary(results, eval_seconds=time.perf_counter() - start, bad_images=bad_images)
             write_json_atomically(output_dir / "all_results.json", all_results)
             logger.info("evaluation: %s", all_results)
         end(accelerator, args)
@@ -1086,8 +1227,14 @@ def run(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     steps_per_epoch = max(math.ceil(len(data.train_dataloader) / args.gradient_accumulation_steps), 1)
     schedule = Schedule(steps_per_epoch, args.max_train_steps or args.num_train_epochs * steps_per_epoch)
     optimizer, scheduler = build_optimizer_and_scheduler(args, model, schedule)
+    warn_long_warmup(args, schedule)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     state = initial_state(args, accelerator, resolved_args, optimizer, scheduler, len(data.train_dataloader))
+    # bad images dropped at start (--skip_bad_images): found again on every resume, listed once
+    state["bad_images"] = record_bad_images(state.get("bad_images", []), bad_images)
+    state["dropped_at_start"] = {
+        name: sum(1 for entry in bad_images if entry["dropped_from"] == name) for name in ("train", "validation")
+    }
     if state.get("resume_changes"):  # recorded in args.json and the model card
         args.resumed_with_changes = resolved_args["resumed_with_changes"] = state["resume_changes"]
     if args.checkpointing_steps is not None:

@@ -1,13 +1,14 @@
 """swin_tiny_hf: a from-scratch Swin Transformer for small images, as transformers models.
 
 Importing the package registers the classes with AutoConfig, AutoModel, AutoModelForImageClassification
-and AutoBackbone (model_type "swin_tiny").
+AutoBackbone and AutoImageProcessor (model_type "swin_tiny").
 """
 
-from transformers import AutoBackbone, AutoConfig, AutoModel, AutoModelForImageClassification
+from transformers import AutoBackbone, AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
 
 from .configuration_swin_tiny import SwinTinyConfig
 from .image_processing import make_image_processor, save_model_and_processor
+from .image_processing_swin_tiny import SwinTinyImageProcessor
 from .modeling_swin_tiny import (
     SwinTinyBackbone,
     SwinTinyForImageClassification,
@@ -22,6 +23,9 @@ AutoConfig.register(SwinTinyConfig.model_type, SwinTinyConfig, exist_ok=True)
 AutoModel.register(SwinTinyConfig, SwinTinyModel, exist_ok=True)
 AutoModelForImageClassification.register(SwinTinyConfig, SwinTinyForImageClassification, exist_ok=True)
 AutoBackbone.register(SwinTinyConfig, SwinTinyBackbone, exist_ok=True)
+AutoImageProcessor.register(
+    SwinTinyConfig, image_processor_classes={"torchvision": SwinTinyImageProcessor}, exist_ok=True
+)
 # (The modules themselves call register_for_auto_class, so that save_pretrained writes auto_map and copies
 # the model code beside the weights, from this package and from a remote-code copy alike.)
 
@@ -31,6 +35,7 @@ __all__ = [
     "SwinTinyModel",
     "SwinTinyForImageClassification",
     "SwinTinyBackbone",
+    "SwinTinyImageProcessor",
     "make_image_processor",
     "save_model_and_processor",
     "no_weight_decay_parameter_names",

@@ -39,6 +39,7 @@ _TRANSFORMERS_KWARGS = frozenset(
         "per_layer_config",
         "model_type",
         "auto_map",
+        "custom_pipelines",  # the pipeline a saved classifier ships (transformers reads it in `pipeline`)
         "use_cache",  # transformers' Trainer sets it on every model's config, so saved configs carry it
         # the backbone's outputs (BackboneConfigMixin), and the stage names it derives (kept in config.json)
         "out_features",

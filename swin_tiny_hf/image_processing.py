@@ -1,14 +1,18 @@
-"""The image processor that ships with every saved model, and a one-call save of both.
+"""The Tiny ImageNet image processor of a new model, and a one-call save of model, processor and pipeline.
 
-A stock `ViTImageProcessor` (resize, rescale to [0, 1], normalise) is all this model needs, and
-stock processors load everywhere with `AutoImageProcessor` and `pipeline` without remote code.
+The processor is `SwinTinyImageProcessor` (`image_processing_swin_tiny.py`): `ViTImageProcessor`'s resize,
+rescale and normalisation, after bringing 16-bit, float and 2-D inputs to the 8-bit RGB training sees. A
+classifier's folder also carries its image-classification pipeline (`pipeline_swin_tiny.py`), which decodes
+files with the training decoder and names a file it cannot read. Both are remote code beside the weights.
 """
 
 from __future__ import annotations
 
 import os
 
-from transformers import PreTrainedModel, ViTImageProcessor
+from transformers import PreTrainedModel
+
+from .image_processing_swin_tiny import SwinTinyImageProcessor
 
 # Tiny ImageNet channel statistics (reference design).
 TINY_IMAGENET_MEAN = (0.4802, 0.4481, 0.3975)
@@ -21,11 +25,11 @@ def make_image_processor(
     image_size: int = 64,
     mean: tuple[float, float, float] = TINY_IMAGENET_MEAN,
     std: tuple[float, float, float] = TINY_IMAGENET_STD,
-) -> ViTImageProcessor:
-    """A ViTImageProcessor that resizes to image_size x image_size (bilinear) and normalises."""
+) -> SwinTinyImageProcessor:
+    """A SwinTinyImageProcessor that resizes to image_size x image_size (bilinear) and normalises."""
     if image_size <= 0:
         raise ValueError(f"image_size must be positive, got {image_size}.")
-    return ViTImageProcessor(
+    return SwinTinyImageProcessor(
         do_resize=True,
         size={"height": image_size, "width": image_size},
         resample=2,  # PIL.Image.BILINEAR
@@ -38,16 +42,15 @@ def make_image_processor(
     )
 
 
-def save_model_and_processor(
-    model: PreTrainedModel, save_directory: str | os.PathLike, image_processor: ViTImageProcessor | None = None
-) -> None:
-    """Write weights, config (with auto_map), model code and image processor into one folder.
+def save_model_and_processor(model: PreTrainedModel, save_directory: str | os.PathLike, image_processor=None) -> None:
+    """Write weights, config (with auto_map), model code, image processor and, for a classifier, its pipeline.
 
     The folder then loads with `AutoModelForImageClassification.from_pretrained(folder,
-    trust_remote_code=True)`, `AutoImageProcessor.from_pretrained(folder)` and
-    `pipeline("image-classification", model=folder, trust_remote_code=True)`.
+    trust_remote_code=True)`, `AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)` and
+    `pipeline("image-classification", model=folder, trust_remote_code=True)` (where this package is
+    imported, the Auto classes need no trust_remote_code, the pipeline does).
     """
     if image_processor is None:
         image_processor = make_image_processor(model.config.image_size)
-    model.save_pretrained(save_directory)
+    model.save_pretrained(save_directory)  # a classifier also writes its pipeline (see its save_pretrained)
     image_processor.save_pretrained(save_directory)

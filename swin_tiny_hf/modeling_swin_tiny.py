@@ -684,6 +684,14 @@ class SwinTinyForImageClassification(SwinTinyPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.post_init()
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """save_pretrained, with the image-classification pipeline of `pipeline_swin_tiny.py` named in config.json
+        (`custom_pipelines`); that file is copied beside the weights with this one (a relative import)."""
+        from .pipeline_swin_tiny import CUSTOM_PIPELINES
+
+        self.config.custom_pipelines = CUSTOM_PIPELINES
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     def forward(
         self,
         pixel_values: torch.Tensor,

@@ -10,7 +10,7 @@ from PIL import Image
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
-from swin_tiny_hf.training import data as data_module
+from swin_tiny_hf import image_processing_swin_tiny as image_processing_module
 from swin_tiny_hf.training.batch_augmentation import (
     BatchColorJitter,
     BatchRandAugment,
@@ -191,7 +191,7 @@ def _encoded(image: Image.Image, format: str) -> dict:
 @pytest.mark.parametrize("torchcodec", [True, False], ids=["torchcodec", "without_torchcodec"])
 def test_decode_rgb_is_pils_rgb_conversion(mode, format, torchcodec, monkeypatch):
     if not torchcodec:  # a machine where TorchCodec's libraries do not load: PIL decodes every format
-        monkeypatch.setattr(data_module, "decode_image", None)
+        monkeypatch.setattr(image_processing_module, "_torchcodec_decode", None)
     array = np.random.default_rng(0).integers(0, 255, (12, 10, 3), dtype=np.uint8)
     image = Image.fromarray(array).convert(mode)
     encoded = _encoded(image, format)

@@ -126,7 +126,9 @@ def test_processor_and_pipeline_on_odd_images(saved):
     assert processor.size == {"height": 32, "width": 32}
     assert processor.image_mean == pytest.approx([0.4802, 0.4481, 0.3975])
     assert processor.image_std == pytest.approx([0.2296, 0.2263, 0.2255])
-    classifier = pipeline("image-classification", model=str(folder), image_processor=processor, top_k=5)
+    classifier = pipeline(
+        "image-classification", model=str(folder), image_processor=processor, top_k=5, trust_remote_code=True
+    )
     for name, image in _images().items():
         assert processor(image, return_tensors="pt")["pixel_values"].shape == (1, 3, 32, 32), name
         # the pipeline drops alpha (convert("RGB")), as our data loading does; the bare processor would

@@ -106,6 +106,7 @@ def test_run_writes_every_output(uninterrupted):
         "val_top1",
         "val_top5",
         "lr",
+        "skipped_images",
         *TIMING,
     }
     results = json.loads((uninterrupted / "all_results.json").read_text())
@@ -273,7 +274,8 @@ def test_tiny_imagenet_shaped_dataset_runs_end_to_end(tmp_path):
     from PIL import Image
     from transformers import pipeline
 
-    predictions = pipeline("image-classification", model=str(tmp_path / "out"))(Image.new("RGB", (64, 64)))
+    classify = pipeline("image-classification", model=str(tmp_path / "out"), trust_remote_code=True)
+    predictions = classify(Image.new("RGB", (64, 64)))
     assert {p["label"] for p in predictions} <= set(config["label2id"])
     assert (tmp_path / "out" / "epoch_2" / "training_state.json").exists()
     original = json.loads((tmp_path / "out" / "all_results.json").read_text())

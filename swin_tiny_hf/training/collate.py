@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms import v2
 
+from .data import BadImageError
 from .seeding import batch_seed
 
 
@@ -28,7 +29,9 @@ def mixing_enabled(epoch: int, num_epochs: int, off_first_epochs: int, off_last_
 class MixupCutmixCollator:
     """Stack a batch and, with probability mixup_prob, Mixup it; with cutmix_prob, CutMix it; else leave it.
 
-    Returns {"pixel_values": (B, 3, H, W), "labels": (B, num_classes) soft targets}.
+    Returns {"pixel_values": (B, 3, H, W), "labels": (B, num_classes) soft targets, "skipped_images":
+    [(row, error)]}: examples whose image the training transform could not decode (--skip_bad_images) are left
+    out of the batch and listed there, for the run to count and report.
     """
 
     def __init__(
@@ -78,6 +81,11 @@ class MixupCutmixCollator:
         return mixing_enabled(self.epoch, self.num_epochs, self.off_first_epochs, self.off_last_epochs)
 
     def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        skipped = [(int(e["row"]), e["bad_image"]) for e in examples if e.get("bad_image")]
+        if skipped:
+            examples = [e for e in examples if not e.get("bad_image")]
+            if not examples:
+                raise BadImageError(f"every image of a training batch is bad: {'; '.join(m for _, m in skipped)}")
         pixel_values = torch.stack([e["pixel_values"] for e in examples])  # (B, 3, H, W)
         labels = torch.tensor([e["labels"] for e in examples], dtype=torch.long)  # (B,)
         targets = smooth_one_hot(labels, self.num_classes, self.label_smoothing)  # (B, K)
@@ -90,7 +98,7 @@ class MixupCutmixCollator:
                     pixel_values, targets = self.mixup(pixel_values, targets)
                 elif draw < self.mixup_prob + self.cutmix_prob:
                     pixel_values, targets = self.cutmix(pixel_values, targets)
-        return {"pixel_values": pixel_values, "labels": targets}
+        return {"pixel_values": pixel_values, "labels": targets, "skipped_images": skipped}
 
 
 def eval_collate(examples: list[dict]) -> dict[str, torch.Tensor]:

@@ -56,6 +56,22 @@ def ignore_in_worker(signals: list[signal.Signals], worker_id: int | None = None
         signal.signal(sig, signal.SIG_IGN)
 
 
+def stop_data_workers() -> list[int]:
+    """End this process's data-loader workers (SIGKILL); returns their pids. They ignore SIGTERM, which is how
+    multiprocessing ends daemonic children at exit: after an error inside a loop, the loader's iterator can stay
+    referenced by the traceback, and the exit would wait for its workers forever. Call on the way out of a run."""
+    import multiprocessing
+
+    children = multiprocessing.active_children()
+    if children:  # torch's SIGCHLD handler would raise "DataLoader worker ... is killed" into this exit
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in children:
+        child.kill()
+    for child in children:
+        child.join(timeout=10)
+    return [child.pid for child in children]
+
+
 class PreemptionHandler:
     """Records the first preemption signal; `stop_requested` tells every process whether any received one."""
 

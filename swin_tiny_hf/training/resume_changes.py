@@ -42,6 +42,9 @@ FREE_TO_CHANGE = frozenset(
         "attn_implementation",  # the same attention, another kernel
         "mixed_precision",  # compared as mixed_precision_resolved: "auto" resolves per machine
         "resumed_with_changes",  # the record of earlier accepted changes
+        # a run that met a bad image resumes with it: the rows that decode are the same, and a start without it
+        # found no bad image (else it would have refused to start), so the data are the same
+        "skip_bad_images",
     }
 )
 

@@ -1,0 +1,136 @@
+"""train.py with bad data, end to end in subprocesses: a corrupt training image stops the run named and costs
+no more than the work since the last checkpoint; --skip_bad_images goes on and reports; splits too small,
+limits out of range and a warmup longer than the run are caught before training."""
+
+import json
+
+import pytest
+from datasets import DatasetDict
+
+from swin_tiny_hf.training.synthetic_dataset import write_hub_layout
+
+from datasets_for_tests import tiny_imagenet_like
+from test_train import TIN_RUN, assert_same_weights, checkpoints, history_without_timing, train
+
+BAD_ROW = (
+    26  # cut short: in the 4th batch of 8 of epoch 1 (--seed 42; accelerate reads one batch ahead), the 2nd of epoch 2
+)
+
+
+def dataset_with(tmp_path, train_rows=(), valid_rows=(), none_train_rows=()) -> str:
+    """tiny_imagenet_like (32 train / 16 valid rows, 4 classes) in the Hub layout, with the given rows broken."""
+    data = tiny_imagenet_like(train_per_class=8, valid_per_class=4)
+    splits = {}
+    for name, broken, missing in (("train", train_rows, none_train_rows), ("valid", valid_rows, ())):
+        rows = data[name].cast_column("image", data[name].features["image"].__class__(decode=False))
+        images = list(rows["image"])
+        for row in broken:
+            images[row] = {"bytes": images[row]["bytes"][:200], "path": None}  # a truncated JPEG
+        for row in missing:
+            images[row] = None
+        splits[name] = rows.remove_columns("image").add_column("image", images, feature=rows.features["image"])
+    folder = tmp_path / "data"
+    write_hub_layout(DatasetDict(splits), folder, {"train": 2})
+    return str(folder)
+
+
+def error_line(stderr: str) -> str:
+    """The run's logged error (progress bars share stderr, joined by carriage returns)."""
+    return next(line for line in stderr.replace("\r", "\n").splitlines() if " ERROR train: " in line)
+
+
+def run_flags(tmp_path, dataset, output, *extra):
+    return [
+        "--dataset_name",
+        dataset,
+        "--cache_dir",
+        str(tmp_path / "cache"),  # datasets' cache would serve another test's folder of the same layout
+        *TIN_RUN,
+        "--checkpointing_steps",
+        "2",
+        "--output_dir",
+        str(tmp_path / output),
+        *extra,
+    ]
+
+
+def test_a_corrupt_training_image_stops_named_and_skip_bad_images_resumes_from_the_checkpoint(tmp_path):
+    dataset = dataset_with(tmp_path, train_rows=[BAD_ROW])
+    stopped = train(*run_flags(tmp_path, dataset, "run"), check=False)
+    assert stopped.returncode == 1, stopped.stderr[-3000:]
+    last_line = error_line(stopped.stderr)
+    assert "Traceback" not in stopped.stderr
+    assert f"could not decode the image of split 'train' row {BAD_ROW} (shard '" in last_line
+    assert "train-00001-of-00002.parquet', its row" in last_line
+    assert "--skip_bad_images --resume_from_checkpoint latest" in last_line
+    kept = checkpoints(tmp_path / "run")
+    assert kept == ["step_2"]  # what was checkpointed before the bad batch is all that is kept, and all that is lost
+    resumed = train(*run_flags(tmp_path, dataset, "run", "--skip_bad_images", "--resume_from_checkpoint", "latest"))
+    assert f"--skip_bad_images: skipped could not decode the image of split 'train' row {BAD_ROW}" in resumed.stderr
+    uninterrupted = train(*run_flags(tmp_path, dataset, "uninterrupted", "--skip_bad_images"))
+    assert resumed.returncode == uninterrupted.returncode == 0
+    assert_same_weights(tmp_path / "run", tmp_path / "uninterrupted")
+    assert history_without_timing(tmp_path / "run") == history_without_timing(tmp_path / "uninterrupted")
+    results = json.loads((tmp_path / "run" / "all_results.json").read_text())
+    assert results["bad_images"]["skipped_in_training_per_epoch"] == [1, 1]
+    assert results["bad_images"]["dropped_at_start"] == {"train": 0, "validation": 0}
+    [listed] = results["bad_images"]["listed"]
+    assert (listed["split"], listed["row"], listed["epoch"]) == ("train", BAD_ROW, 1)
+    assert [row["skipped_images"] for row in json.loads((tmp_path / "run" / "history.json").read_text())] == [1, 1]
+
+
+def test_bad_rows_found_at_start_are_refused_or_dropped_and_reported(tmp_path):
+    dataset = dataset_with(tmp_path, valid_rows=[5], none_train_rows=[3])
+    refused = train(*run_flags(tmp_path, dataset, "refused"), check=False)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    message = error_line(refused.stderr)
+    assert "1 bad images in split 'train': could not decode the image of split 'train' row 3" in message
+    assert "the row has no image (None)" in message and "pass --skip_bad_images" in message
+    assert not (tmp_path / "refused" / "step_2").exists()
+    skipped = train(*run_flags(tmp_path, dataset, "skipped", "--skip_bad_images", "--num_train_epochs", "1"))
+    assert "--skip_bad_images: dropping 1 bad images in split 'valid'" in skipped.stderr
+    results = json.loads((tmp_path / "skipped" / "all_results.json").read_text())
+    assert results["eval_samples"] == 15
+    assert results["bad_images"]["dropped_at_start"] == {"train": 1, "validation": 1}
+    assert [(b["split"], b["row"]) for b in results["bad_images"]["listed"]] == [("train", 3), ("valid", 5)]
+    assert "valid-00000-of-00001.parquet', its row 5)" in results["bad_images"]["listed"][1]["error"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--max_eval_samples", "0"], "--max_eval_samples must be at least 1, got 0"),
+        (["--max_train_samples", "0"], "--max_train_samples must be at least 1, got 0"),
+        (
+            ["--max_train_samples", "5"],
+            "split 'train' has 5 rows after --max_train_samples, fewer than one global batch of 8 "
+            "(--per_device_train_batch_size 8 x 1 processes)",
+        ),
+    ],
+)
+def test_splits_and_limits_that_cannot_train_are_refused_before_training(tmp_path, flags, expected):
+    dataset = dataset_with(tmp_path)
+    result = train(*run_flags(tmp_path, dataset, "out", *flags), check=False)
+    assert result.returncode != 0 and expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "step_2").exists()
+
+
+def test_warnings_that_save_a_run(tmp_path):
+    """--max_train_samples above the rows, a warmup longer than the run: warned; the learning rate readable."""
+    dataset = dataset_with(tmp_path)
+    result = train(
+        *run_flags(tmp_path, dataset, "out", "--max_train_samples", "1000", "--num_train_epochs", "1"),
+        "--warmup_epochs",
+        "3",
+        "--learning_rate",
+        "1e-3",
+    )
+    assert "--max_train_samples 1000 is more than split 'train' has (32 rows): using all of them" in result.stderr
+    assert (
+        "the warmup (--warmup_epochs 3: 12 optimizer steps of 4 per epoch) is as long as the run or longer (4 "
+        "steps): the learning rate climbs from 1.000e-05 and never reaches its peak 1.000e-03 (it ends at 2.575e-04)"
+    ) in result.stderr
+    epoch_line = next(line for line in result.stderr.splitlines() if "epoch 1: " in line)
+    history = json.loads((tmp_path / "out" / "history.json").read_text())
+    assert f"lr {history[0]['lr']:.3e}" in epoch_line and history[0]["lr"] < 1e-3
