@@ -61,10 +61,10 @@ def main() -> None:
             args.repeats, lambda: read_split_metadata(_parquet_files(str(folder), None, None), "label")
         ),
         f"image cells of train ({rows['train']:,} rows)": best_of(
-            args.repeats, lambda: missing_images(dataset["train"], dataset.sources["train"])
+            args.repeats, lambda: missing_images(dataset["train"])
         ),
         f"image cells of validation ({rows['validation']:,} rows)": best_of(
-            args.repeats, lambda: missing_images(dataset["validation"], dataset.sources["validation"])
+            args.repeats, lambda: missing_images(dataset["validation"])
         ),
         f"decode every validation image ({rows['validation']:,})": best_of(
             args.repeats, lambda: undecodable_images(dataset["validation"], dataset.sources["validation"])

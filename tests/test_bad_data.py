@@ -106,16 +106,20 @@ def test_rows_without_an_image_are_found_from_the_table_alone(tmp_path):
     data = prepare_splits(raw, "image", "label", 0.5, 0)
     everything = {}
     for name in ("train", "validation"):
-        everything.update(missing_images(data[name], data.sources[name]))
+        everything.update(missing_images(data[name]))
     assert everything == {
         1: "the row has no image (None)",
         2: "the image has no bytes (an empty file)",
         4: f"the file {str(tmp_path / 'gone.png')!r} cannot be read: No such file or directory",
         5: f"the file {str(empty)!r} is empty",
     }
-    # a selection sees its own rows only
-    selected = data["train"].select([0])
-    assert set(missing_images(selected, data.sources["train"])) <= {data["train"][0]["row"]}
+    # a selection (shuffle, select) sees its own rows only
+    train_rows = data["train"]["row"]
+    bad_in_train = {row for row in train_rows if row in everything}
+    good = train_rows.index(next(row for row in train_rows if row not in everything))
+    assert bad_in_train and missing_images(data["train"].select([good])) == {}
+    reordered = data["train"].shuffle(seed=1)
+    assert missing_images(reordered) == {row: everything[row] for row in bad_in_train}
 
 
 def test_decode_errors_name_split_row_and_file_or_shard(tmp_path):

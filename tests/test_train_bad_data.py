@@ -3,6 +3,7 @@ no more than the work since the last checkpoint; --skip_bad_images goes on and r
 limits out of range and a warmup longer than the run are caught before training."""
 
 import json
+import sys
 
 import pytest
 from datasets import DatasetDict
@@ -134,3 +135,23 @@ def test_warnings_that_save_a_run(tmp_path):
     epoch_line = next(line for line in result.stderr.splitlines() if "epoch 1: " in line)
     history = json.loads((tmp_path / "out" / "history.json").read_text())
     assert f"lr {history[0]['lr']:.3e}" in epoch_line and history[0]["lr"] < 1e-3
+
+
+def test_two_processes_share_the_checks_and_count_each_skipped_image_once(tmp_path):
+    """Each process decodes its share of the validation split and skips the bad training rows of its batches;
+    the gathered report counts every bad image once."""
+    dataset = dataset_with(tmp_path, train_rows=[BAD_ROW], valid_rows=[5])
+    launcher = (
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        *"--multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no".split(),
+    )
+    flags = run_flags(tmp_path, dataset, "ddp", "--skip_bad_images", "--dataloader_num_workers", "0")
+    train(*flags, launcher=launcher, env={"ACCELERATE_USE_CPU": "true"})
+    results = json.loads((tmp_path / "ddp" / "all_results.json").read_text())
+    # 32 rows, 8 per device x 2 processes: every row is read once an epoch, by one of the two processes
+    assert results["bad_images"]["skipped_in_training_per_epoch"] == [1, 1]
+    assert results["bad_images"]["dropped_at_start"] == {"train": 0, "validation": 1}
+    assert results["eval_samples"] == 15
+    assert [(b["split"], b["row"]) for b in results["bad_images"]["listed"]] == [("valid", 5), ("train", BAD_ROW)]

@@ -30,7 +30,7 @@ LISTED = 5  # bad rows named in a message; all_results.json keeps up to REPORTED
 REPORTED = 100
 
 
-def missing_images(split: Dataset, source: SplitSource) -> dict[int, str]:
+def missing_images(split: Dataset) -> dict[int, str]:
     """{row: what is wrong} for rows whose image is None, has neither bytes nor a path, or names an empty or
     missing file. Reads the Arrow table's validity and lengths (vectorised) and stats files; decodes nothing."""
     table = split.data.table
@@ -175,7 +175,7 @@ def check_data(
         split, source = dataset[name], sources[name]
         found = {
             row: f"could not decode the image of {source.describe(row)}: {problem}"
-            for row, problem in missing_images(split, source).items()
+            for row, problem in missing_images(split).items()
         }
         if name == "validation":
             found.update(gather_dict(undecodable_images(split, source, process_index, num_processes)))
