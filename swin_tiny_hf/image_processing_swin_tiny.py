@@ -57,7 +57,8 @@ def decode_image_bytes(data: bytes) -> torch.Tensor:
 
 
 def rgb_uint8_array(image: PIL.Image.Image) -> np.ndarray:
-    """A PIL image -> (H, W, 3) uint8 RGB; 16-bit modes scaled by round(value / 257), as TorchCodec does."""
+    """A PIL image -> (H, W, 3) uint8 RGB; 16-bit modes scaled by round(value / 257), as TorchCodec does (mode
+    "I" only where a value exceeds 255: PIL also uses it for 8-bit values)."""
     if image.mode in SIXTEEN_BIT_MODES:
         values = np.asarray(image).astype(np.int64)
         if values.min() < 0 or values.max() > 65535:
@@ -65,7 +66,10 @@ def rgb_uint8_array(image: PIL.Image.Image) -> np.ndarray:
                 f"expected a 16-bit image (values in [0, 65535]) in PIL mode {image.mode!r}, got values in "
                 f"[{values.min()}, {values.max()}]"
             )
-        gray = ((values + 128) // 257).astype(np.uint8)  # round(value / 257), exactly, in integers
+        if image.mode == "I" and values.max() <= 255:  # 32-bit integer mode holding 8-bit values
+            gray = values.astype(np.uint8)
+        else:
+            gray = ((values + 128) // 257).astype(np.uint8)  # round(value / 257), exactly, in integers
         return np.repeat(gray[..., None], 3, axis=-1)
     if image.mode == "F":
         return np.repeat(_float_to_uint8(np.asarray(image))[..., None], 3, axis=-1)
@@ -103,6 +107,8 @@ def to_8_bit(image):
     is_tensor = isinstance(image, torch.Tensor)
     if not is_tensor and not isinstance(image, np.ndarray):
         return image
+    if is_tensor and image.dtype in (torch.bfloat16, torch.float16):  # NumPy has no bfloat16
+        image = image.float()
     values = image.detach().cpu().numpy() if is_tensor else image
     if values.dtype == np.uint8 and values.ndim != 2:
         return image

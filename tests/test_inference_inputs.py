@@ -197,3 +197,13 @@ print("FLOAT_EQUAL", a == b)
     scores = json.loads(stdout.split("SCORES ")[1].splitlines()[0])
     assert scores == pytest.approx(expected.tolist(), abs=1e-6)
     assert "NAMED True" in stdout and "FLOAT_EQUAL True" in stdout
+
+
+def test_half_precision_tensors_and_32_bit_integer_mode():
+    uint8 = torch.randint(0, 256, (3, 6, 6), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    halves = (uint8.float() / 255).to(torch.bfloat16)
+    assert (to_8_bit(halves).int() - uint8.int()).abs().max() <= 1  # bfloat16 keeps 8 bits of mantissa
+    eight_bit_in_mode_i = Image.fromarray(np.full((2, 2), 200, np.int32), mode="I")
+    assert np.asarray(to_8_bit(eight_bit_in_mode_i))[0, 0].tolist() == [200, 200, 200]
+    sixteen_in_mode_i = Image.fromarray(np.full((2, 2), 51400, np.int32), mode="I")
+    assert np.asarray(to_8_bit(sixteen_in_mode_i))[0, 0].tolist() == [200, 200, 200]  # 51400 / 257

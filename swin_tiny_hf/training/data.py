@@ -270,13 +270,14 @@ def unify_labels(splits: dict[str, Dataset], own_names: dict[str, list[str]]) ->
         return {name: _relabel(split, name, None, label_set) for name, split in splits.items()}
     train_names = _class_names(splits["train"], own_names.get("train"))
     label_set = ClassLabel(names=train_names)
+    train_ids = {class_name: index for index, class_name in enumerate(train_names)}
     unified = {}
     for name, split in splits.items():
         if kinds[name] == "integers":  # ids of train's label set; out-of-range ones are caught by check_labels
             unified[name] = _relabel(split, name, None, label_set)
             continue
         names = _class_names(split, own_names.get(name))
-        lacking = [n for n in names if n not in label_set._str2int]
+        lacking = [n for n in names if n not in train_ids]
         if lacking:
             used = set(_string_labels(split, names)) & set(lacking)
             if used:
@@ -297,7 +298,7 @@ def unify_labels(splits: dict[str, Dataset], own_names: dict[str, list[str]]) ->
                 len(names),
                 len(train_names),
             )
-        ids = np.array([label_set._str2int.get(n, -1) for n in names], dtype=np.int64)
+        ids = np.array([train_ids.get(n, -1) for n in names], dtype=np.int64)
         unified[name] = _relabel(split, name, (names, ids), label_set)
     return unified
 
@@ -346,7 +347,8 @@ def _relabel(
             check_labels(own, len(ids), split_name)
             values = ids[own]
         else:  # class names as strings
-            values = np.array([label_set._str2int.get(v, -1) if v is not None else -1 for v in split["label"]])
+            train_ids = {class_name: index for index, class_name in enumerate(label_set.names)}
+            values = np.array([train_ids.get(v, -1) if v is not None else -1 for v in split["label"]])
             check_labels(values, label_set.num_classes, split_name)
     return split.remove_columns("label").add_column("label", values.tolist(), feature=label_set)
 
