@@ -966,12 +966,14 @@ def initial_state(
     optimizer,
     scheduler,
     batches_per_epoch: int,
+    checkpoint: Path | None,
 ) -> dict:
-    """A fresh run's state, or the state of --resume_from_checkpoint after loading its full accelerate state.
+    """A fresh run's state (checkpoint None), or the state of the resolved --resume_from_checkpoint after loading
+    its full accelerate state.
 
     The checkpoint's recorded settings are compared with this run's first: a change that breaks the exact resume
     is refused, or with --resume_with_changes applied (same position in samples, new optimiser settings)."""
-    if not args.resume_from_checkpoint:
+    if checkpoint is None:
         return {
             "completed_steps": 0,
             "epoch": 0,
@@ -981,7 +983,6 @@ def initial_state(
             "best_top1": -1.0,
             "bad_images": [],
         }
-    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, args.output_dir)
     recorded = json.loads((checkpoint / ARGS_FILE).read_text()) if (checkpoint / ARGS_FILE).exists() else {}
     changes = changed_settings(recorded, resolved_args)
     if changes and not args.resume_with_changes:
@@ -1229,7 +1230,11 @@ def run(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     optimizer, scheduler = build_optimizer_and_scheduler(args, model, schedule)
     warn_long_warmup(args, schedule)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    state = initial_state(args, accelerator, resolved_args, optimizer, scheduler, len(data.train_dataloader))
+    # the checkpoint is resolved once: "latest" means the same folder for the state and the free-space check
+    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, output_dir) if args.resume_from_checkpoint else None
+    state = initial_state(
+        args, accelerator, resolved_args, optimizer, scheduler, len(data.train_dataloader), checkpoint
+    )
     # bad images dropped at start (--skip_bad_images): found again on every resume, listed once
     state["bad_images"] = record_bad_images(state.get("bad_images", []), bad_images)
     state["dropped_at_start"] = {
@@ -1238,7 +1243,6 @@ def run(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     if state.get("resume_changes"):  # recorded in args.json and the model card
         args.resumed_with_changes = resolved_args["resumed_with_changes"] = state["resume_changes"]
     if args.checkpointing_steps is not None:
-        checkpoint = args.resume_from_checkpoint and resolve_checkpoint(args.resume_from_checkpoint, output_dir)
         # weights, two AdamW moments and the rest: about 3x the weights (317 MB for the 64 px model)
         needed = folder_bytes(checkpoint) if checkpoint else 3 * sum(p.numel() * 4 for p in model.parameters())
         ensure_free_space(output_dir, needed, "a checkpoint")

@@ -279,9 +279,10 @@ def unify_labels(splits: dict[str, Dataset], own_names: dict[str, list[str]]) ->
         names = _class_names(split, own_names.get(name))
         lacking = [n for n in names if n not in train_ids]
         if lacking:
-            used = set(_string_labels(split, names)) & set(lacking)
+            row_names = _string_labels(split, names)
+            used = set(row_names) & set(lacking)
             if used:
-                rows = np.flatnonzero(np.isin(np.asarray(_string_labels(split, names), dtype=object), list(used)))
+                rows = np.flatnonzero(np.isin(np.asarray(row_names, dtype=object), list(used)))
                 raise ValueError(
                     f"split {name!r} has {len(used)} class(es) that split 'train' lacks: {_shorten(sorted(used))}, "
                     f"in {rows.size} rows (the first: row {int(rows[0])}). A model cannot learn classes it never "
