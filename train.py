@@ -10,13 +10,15 @@ SwinTinyConfig field is a flag too (--drop_path_rate, --window_size 8 8 4 2, ...
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import functools
 import json
 import logging
 import math
 import os
-import shutil
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -38,24 +40,37 @@ from swin_tiny_hf.training import top_k_accuracy
 from swin_tiny_hf.training.batch_augmentation import ReferenceTrainAugmentation
 from swin_tiny_hf.training.checkpointing import (
     ARGS_FILE,
+    RUN_ID_KEY,
     CheckpointWriteError,
     NonFiniteWeightsError,
+    OutputWriteError,
     check_finite_weights,
+    describe_write_error,
     ensure_free_space,
     folder_bytes,
     load_training_state,
-    replace_folder,
+    raise_on_every_process,
     resolve_checkpoint,
     save_checkpoint,
-    write_json_atomically,
+    write_atomically,
+    write_json_output,
+    write_model_in_place,
 )
 from swin_tiny_hf.training.collate import MixupCutmixCollator, eval_collate
-from swin_tiny_hf.training.data import DEFAULT_DATASET, BadImageError, load_image_dataset
+from swin_tiny_hf.training.data import (
+    DEFAULT_DATASET,
+    DEFAULT_VALIDATION_FRACTION,
+    BadImageError,
+    load_image_dataset,
+)
 from swin_tiny_hf.training.data_checks import SkippedImages, check_data, record_bad_images
+from swin_tiny_hf.training.flag_types import finite_float, parse_bool, ranged
 from swin_tiny_hf.training.model_card import render_model_card
+from swin_tiny_hf.training.next_steps import data_flags, next_steps
 from swin_tiny_hf.training.nonfinite_guard import NonFiniteGuard, NonFiniteLossError
 from swin_tiny_hf.training.optimization import (
     learning_rate_at,
+    learning_rate_used,
     parameter_groups,
     scaled_learning_rate,
     warmup_cosine_scheduler,
@@ -78,8 +93,13 @@ from swin_tiny_hf.training.resume_changes import (
     apply_optimizer_settings,
     changed_settings,
     describe_changes,
-    position_in_samples,
     refusal,
+)
+from swin_tiny_hf.training.resume_position import (
+    EpochLayout,
+    position_after_changes,
+    recorded_position,
+    restart_accumulation,
 )
 from swin_tiny_hf.training.seeding import batch_seed
 from swin_tiny_hf.training.transforms import EvalTransform, TrainTransform
@@ -94,51 +114,8 @@ MODEL_FIELDS = [
     if f.name in SwinTinyConfig.__annotations__ and not f.name.startswith("_") and f.name != "wordnet_ids"
 ]
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune")
-
-
-def _bool(value: str) -> bool:
-    if value.lower() in ("1", "true", "yes"):
-        return True
-    if value.lower() in ("0", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
-
-
-def _finite_float(value: str) -> float:
-    """A float flag: NaN and infinity are refused here, where argparse names the flag."""
-    number = float(value)
-    if not math.isfinite(number):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {value!r}")
-    return number
-
-
-# Every float of the recipe has a range: (flag, interval), "[" and "]" include the bound, "(" and ")" do not.
-FLOAT_RANGES = {
-    "validation_fraction": "(0, 1)",
-    "learning_rate": "(0, inf)",
-    "lr_base": "(0, inf)",
-    "min_learning_rate": "[0, inf)",
-    "warmup_epochs": "[0, inf)",
-    "warmup_start_factor": "(0, 1]",
-    "weight_decay": "[0, inf)",
-    "adam_beta1": "[0, 1)",
-    "adam_beta2": "[0, 1)",
-    "max_grad_norm": "[0, inf)",  # 0: no clipping
-    "hflip_prob": "[0, 1]",
-    "mixup_alpha": "[0, inf)",
-    "cutmix_alpha": "[0, inf)",
-    "mixup_prob": "[0, 1]",
-    "cutmix_prob": "[0, 1]",
-    "label_smoothing": "[0, 1)",
-    "fp16_init_scale": "(0, inf)",
-}
-
-
-def in_interval(value: float, interval: str) -> bool:
-    low, high = (float(bound) for bound in interval[1:-1].split(","))
-    above = low <= value if interval[0] == "[" else low < value
-    below = value <= high if interval[-1] == "]" else value < high
-    return above and below
+AT_LEAST_1 = ranged(int, "[1, inf)")
+SEED_MAX = 2**32 - 1  # NumPy's seeds (accelerate's set_seed seeds NumPy too)
 
 
 def _steps(value: str) -> str | int:
@@ -164,21 +141,26 @@ def get_args_parser() -> argparse.ArgumentParser:
     data.add_argument("--label_column_name", default="label")
     data.add_argument(
         "--validation_fraction",
-        type=_finite_float,
-        default=0.1,
+        type=ranged(float, "(0, 1)"),
+        default=DEFAULT_VALIDATION_FRACTION,
         help="stratified split of train when the dataset has no validation split",
     )
     data.add_argument(
         "--validation_split_seed",
-        type=int,
+        type=ranged(int, f"[0, {SEED_MAX}]"),
         default=0,
         help="seed of that split (and of the digits split); independent of --seed so that runs "
         "with different seeds are scored on the same images",
     )
     data.add_argument(
-        "--max_train_samples", type=int, default=None, help="train on this many rows of the shuffled training split"
+        "--max_train_samples",
+        type=AT_LEAST_1,
+        default=None,
+        help="train on this many rows of the shuffled training split",
     )
-    data.add_argument("--max_eval_samples", type=int, default=None, help="evaluate on the first N validation rows")
+    data.add_argument(
+        "--max_eval_samples", type=AT_LEAST_1, default=None, help="evaluate on the first N validation rows"
+    )
     data.add_argument(
         "--skip_bad_images",
         action="store_true",
@@ -188,7 +170,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     data.add_argument(
         "--dataloader_num_workers",
-        type=int,
+        type=ranged(int, "[0, inf)"),
         default=None,
         help="default: 0 on CPU (workers would steal the cores the model's threads spin on), "
         "else min(8, CPU cores per local process)",
@@ -207,9 +189,9 @@ def get_args_parser() -> argparse.ArgumentParser:
         if kind is not None:
             model.add_argument(f"--{field.name}", type=kind, nargs="+", default=None)
         elif field.type in ("bool",) or isinstance(field.default, bool):
-            model.add_argument(f"--{field.name}", type=_bool, default=None)
-        else:
-            kind = _finite_float if isinstance(field.default, float) else type(field.default)
+            model.add_argument(f"--{field.name}", type=parse_bool, default=None)
+        else:  # ranges are the config's to check (parse_args builds it), with its own messages
+            kind = finite_float if isinstance(field.default, float) else type(field.default)
             model.add_argument(f"--{field.name}", type=kind, default=None)
     model.add_argument("--attn_implementation", choices=("sdpa", "eager"), default="sdpa")
     model.add_argument(
@@ -223,40 +205,46 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
 
     optim = parser.add_argument_group("optimisation (reference recipe defaults)")
-    optim.add_argument("--per_device_train_batch_size", type=int, default=64)
-    optim.add_argument("--per_device_eval_batch_size", type=int, default=128)
+    optim.add_argument("--per_device_train_batch_size", type=AT_LEAST_1, default=64)
+    optim.add_argument("--per_device_eval_batch_size", type=AT_LEAST_1, default=128)
     optim.add_argument(
         "--learning_rate",
-        type=_finite_float,
+        type=ranged(float, "(0, inf)"),
         default=None,
         help="the peak learning rate as is; default: --lr_base scaled to the global batch",
     )
     optim.add_argument(
         "--lr_base",
-        type=_finite_float,
+        type=ranged(float, "(0, inf)"),
         default=2.5e-4,
         help="the peak learning rate at a global batch of --lr_base_size (reference: 2.5e-4 at 64)",
     )
-    optim.add_argument("--lr_base_size", type=int, default=64)
+    optim.add_argument("--lr_base_size", type=AT_LEAST_1, default=64)
     optim.add_argument(
         "--lr_base_scale",
         choices=("linear", "sqrt"),
         default="linear",
         help="lr = lr_base x (global batch / lr_base_size), or its square root",
     )
-    optim.add_argument("--min_learning_rate", type=_finite_float, default=5e-6)
-    optim.add_argument("--warmup_epochs", type=_finite_float, default=10)
-    optim.add_argument("--warmup_start_factor", type=_finite_float, default=0.01)
-    optim.add_argument("--weight_decay", type=_finite_float, default=0.05)
-    optim.add_argument("--adam_beta1", type=_finite_float, default=0.9)
-    optim.add_argument("--adam_beta2", type=_finite_float, default=0.999)
-    optim.add_argument("--max_grad_norm", type=_finite_float, default=3.0)
-    optim.add_argument("--num_train_epochs", type=int, default=200)
-    optim.add_argument("--max_train_steps", type=int, default=None, help="overrides --num_train_epochs")
-    optim.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    optim.add_argument("--min_learning_rate", type=ranged(float, "[0, inf)"), default=5e-6)
+    optim.add_argument("--warmup_epochs", type=ranged(float, "[0, inf)"), default=10)
+    optim.add_argument("--warmup_start_factor", type=ranged(float, "(0, 1]"), default=0.01)
+    optim.add_argument("--weight_decay", type=ranged(float, "[0, inf)"), default=0.05)
+    optim.add_argument("--adam_beta1", type=ranged(float, "[0, 1)"), default=0.9)
+    optim.add_argument("--adam_beta2", type=ranged(float, "[0, 1)"), default=0.999)
+    optim.add_argument("--max_grad_norm", type=ranged(float, "[0, inf)"), default=3.0, help="0: no clipping")
+    optim.add_argument("--num_train_epochs", type=AT_LEAST_1, default=200)
+    optim.add_argument(
+        "--max_train_steps",
+        type=AT_LEAST_1,
+        default=None,
+        help="the run's length in optimizer steps, instead of --num_train_epochs (its epochs: this many steps, "
+        "rounded up to whole epochs, the last one cut short)",
+    )
+    optim.add_argument("--gradient_accumulation_steps", type=AT_LEAST_1, default=1)
     optim.add_argument(
         "--max_nonfinite_steps",
-        type=int,
+        type=AT_LEAST_1,
         default=5,
         help="stop after this many consecutive steps with a non-finite loss",
     )
@@ -267,40 +255,49 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="auto: what accelerate's config or launch flags say, else fp16 on CUDA, bf16 on CPUs with native bf16 "
         "(AVX512-BF16, AMX), fp32 on other CPUs",
     )
-    optim.add_argument("--seed", type=int, default=42)
+    optim.add_argument("--seed", type=ranged(int, f"[0, {SEED_MAX}]"), default=42)
     optim.add_argument(
         "--fp16_init_scale",
-        type=_finite_float,
+        type=ranged(float, "(0, inf)"),
         default=65536.0,
         help="fp16: the GradScaler's first loss scale (torch's default); it halves on every overflow step",
     )
 
     aug = parser.add_argument_group("augmentation")
-    aug.add_argument("--randaugment_magnitude", type=int, default=5)
     aug.add_argument(
-        "--hflip_prob", type=_finite_float, default=0.5, help="0 for data that is not mirror-symmetric (digits)"
+        "--randaugment_magnitude", type=ranged(int, "[0, 30]"), default=5, help="torchvision's 31 magnitude bins"
     )
-    aug.add_argument("--mixup_alpha", type=_finite_float, default=0.4)
-    aug.add_argument("--cutmix_alpha", type=_finite_float, default=0.8)
-    aug.add_argument("--mixup_prob", type=_finite_float, default=0.3)
-    aug.add_argument("--cutmix_prob", type=_finite_float, default=0.3)
-    aug.add_argument("--label_smoothing", type=_finite_float, default=0.05)
-    aug.add_argument("--mix_off_first_epochs", type=int, default=1)
-    aug.add_argument("--mix_off_last_epochs", type=int, default=10)
+    aug.add_argument(
+        "--hflip_prob", type=ranged(float, "[0, 1]"), default=0.5, help="0 for data that is not mirror-symmetric"
+    )
+    aug.add_argument("--mixup_alpha", type=ranged(float, "[0, inf)"), default=0.4)
+    aug.add_argument("--cutmix_alpha", type=ranged(float, "[0, inf)"), default=0.8)
+    aug.add_argument("--mixup_prob", type=ranged(float, "[0, 1]"), default=0.3)
+    aug.add_argument("--cutmix_prob", type=ranged(float, "[0, 1]"), default=0.3)
+    aug.add_argument("--label_smoothing", type=ranged(float, "[0, 1)"), default=0.05)
+    aug.add_argument(
+        "--mix_off_first_epochs", type=ranged(int, "[0, inf)"), default=1, help="no Mixup/CutMix in the first N epochs"
+    )
+    aug.add_argument(
+        "--mix_off_last_epochs",
+        type=ranged(int, "[0, inf)"),
+        default=10,
+        help="no Mixup/CutMix in the last N epochs of the run (its real length: --max_train_steps included)",
+    )
 
     out = parser.add_argument_group("outputs")
     out.add_argument("--output_dir", required=True)
     out.add_argument("--checkpointing_steps", type=_steps, default=None, help="N optimizer steps, or 'epoch'")
     out.add_argument(
         "--checkpoints_total_limit",
-        type=int,
+        type=AT_LEAST_1,
         default=None,
         help="keep only the newest N step/epoch checkpoints (317 MB each at 64 px); best/ and the final model are "
         "not counted; default: keep all",
     )
     out.add_argument(
         "--logging_steps",
-        type=int,
+        type=AT_LEAST_1,
         default=50,
         help="every N optimizer steps: the non-finite-loss check, the running loss and the trackers "
         "(the only host-device syncs of the loop between checkpoints)",
@@ -327,7 +324,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     out.add_argument(
         "--preemption_check_steps",
-        type=int,
+        type=AT_LEAST_1,
         default=10,
         help="with several processes: agree on a received signal every N optimizer steps (a host-side all-reduce "
         "that costs about a millisecond on a busy host); one process checks at every step",
@@ -348,38 +345,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--eval_only needs --model_name_or_path")
     if args.train_dir is None and args.validation_dir is not None:
         parser.error("--validation_dir needs --train_dir")
-    for name in (
-        "per_device_train_batch_size",
-        "per_device_eval_batch_size",
-        "gradient_accumulation_steps",
-        "num_train_epochs",
-        "max_nonfinite_steps",
-        "logging_steps",
-        "lr_base_size",
-        "preemption_check_steps",
-    ):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
-    for name in ("max_train_samples", "max_eval_samples"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name} must be at least 1, got {getattr(args, name)}")
-    if args.checkpoints_total_limit is not None and args.checkpoints_total_limit < 1:
-        parser.error(f"--checkpoints_total_limit must be at least 1, got {args.checkpoints_total_limit}")
-    for name, interval in FLOAT_RANGES.items():
-        value = getattr(args, name)
-        if value is not None and not in_interval(value, interval):
-            parser.error(f"--{name} must be in {interval}, got {value}")
     if args.mixup_prob + args.cutmix_prob > 1:
         parser.error(f"--mixup_prob + --cutmix_prob must be at most 1, got {args.mixup_prob} + {args.cutmix_prob}")
     try:
         args.preemption_signals = parse_signals(args.preemption_signals)
     except ValueError as error:
         parser.error(str(error))
-    if args.model_name_or_path is None:
-        try:  # a bad size fails here, before any data is loaded, with the config's own message
-            SwinTinyConfig(**model_overrides(args))
-        except ValueError as error:
-            parser.error(str(error))
+    try:  # a bad size fails here, before any data is loaded, with the config's own message
+        model_config(args)
+    except (ValueError, OSError) as error:
+        parser.error(str(error))
     return args
 
 
@@ -407,21 +382,35 @@ def model_overrides(args: argparse.Namespace) -> dict:
     return overrides
 
 
-def build_model(args: argparse.Namespace, label_names: list[str]) -> SwinTinyForImageClassification:
-    """A new model from the flags, or --model_name_or_path; either way with the dataset's label names.
+def model_config(args: argparse.Namespace, label_names: list[str] | None = None) -> SwinTinyConfig:
+    """The run's model config: --model_name_or_path's (or the default one) with the model flags and the dataset's
+    labels applied, built and so validated as one config: a bad size is refused with the config's own message
+    whether or not the run starts from a checkpoint.
 
     WordNet ids ("n01443537", Tiny ImageNet's) become readable names ("goldfish") in id2label, and the ids
-    are kept in config.wordnet_ids."""
-    labels = label_config(label_names)
+    are kept in config.wordnet_ids (None for other names: the starting checkpoint's ids go with its head)."""
+    values = model_overrides(args)
+    if label_names is not None:
+        values.update(label_config(label_names))
+        # The recipe's labels are soft targets (Mixup, CutMix, label smoothing): a soft-target cross-entropy. Where
+        # problem_type is None the model reads float labels as multi-label targets (transformers' rule).
+        values["problem_type"] = "single_label_classification"
+    if args.model_name_or_path is None:
+        return SwinTinyConfig(**values)
+    return SwinTinyConfig.from_pretrained(args.model_name_or_path, cache_dir=args.cache_dir, **values)
+
+
+def build_model(args: argparse.Namespace, label_names: list[str]) -> SwinTinyForImageClassification:
+    """A new model from the flags, or --model_name_or_path's weights; either way with the dataset's labels."""
+    config = model_config(args, label_names)
     if args.model_name_or_path:
         return SwinTinyForImageClassification.from_pretrained(
             args.model_name_or_path,
+            config=config,
             ignore_mismatched_sizes=args.ignore_mismatched_sizes,
             attn_implementation=args.attn_implementation,
-            **labels,
-            **model_overrides(args),
+            cache_dir=args.cache_dir,
         )
-    config = SwinTinyConfig(**model_overrides(args), **labels)
     return SwinTinyForImageClassification._from_config(config, attn_implementation=args.attn_implementation)
 
 
@@ -431,18 +420,25 @@ def native_cpu_bf16() -> bool:
     return any(getattr(torch.cpu, check, lambda: False)() for check in checks)
 
 
-def resolve_mixed_precision(requested: str) -> str:
-    """auto: what `accelerate launch`/config says if not "no"; else fp16 on CUDA; bf16 on CPUs with native bf16
-    (measured on one: 2x the training throughput of fp32 and the same digits accuracy, see BENCHMARKS.md); else fp32.
-    """
+def resolve_mixed_precision(requested: str) -> tuple[str, str]:
+    """(precision, where it came from). auto: what `accelerate launch`/config says if not "no"; else fp16 on CUDA;
+    bf16 on CPUs with native bf16 (measured on one: 2x the training throughput of fp32 and the same digits
+    accuracy, see BENCHMARKS.md); else fp32. `accelerate launch` passes "no" when it was not told, so "no" from it
+    does not force fp32: train.py's own --mixed_precision no does."""
     if requested != "auto":
-        return requested
+        return requested, f"--mixed_precision {requested}"
     from_launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")
     if from_launcher and from_launcher != "no":
-        return from_launcher
+        return from_launcher, f"--mixed_precision auto: accelerate's launch flags or config say {from_launcher}"
+    told = "accelerate launch passed 'no' (its value when not told), " if from_launcher == "no" else ""
     if torch.cuda.is_available():
-        return "fp16"
-    return "bf16" if native_cpu_bf16() else "no"
+        return "fp16", f"--mixed_precision auto: {told}fp16 on CUDA"
+    if native_cpu_bf16():
+        return "bf16", (
+            f"--mixed_precision auto: {told}this CPU computes bf16 natively (AVX512-BF16 or AMX); "
+            "train.py --mixed_precision no forces fp32"
+        )
+    return "no", f"--mixed_precision auto: {told}fp32, this CPU has no native bf16 (emulated bf16 is slower)"
 
 
 def load_metric(accelerator: Accelerator):
@@ -524,7 +520,8 @@ def train_one_epoch(
     guard: NonFiniteGuard,
     preemption: PreemptionHandler | None = None,
 ) -> dict:
-    """One pass over `dataloader`; updates `state` (completed_steps, batches_into_epoch, nonfinite_run, epoch_sums).
+    """One pass over `dataloader`; updates `state` (completed_steps, batches_into_epoch, samples_into_epoch,
+    samples_seen, nonfinite_run, epoch_sums).
 
     A step reads nothing from the device on the host: the non-finite-loss guard and the running sums stay
     on the device and are read every --logging_steps steps, before a checkpoint and at the end of the epoch.
@@ -538,6 +535,8 @@ def train_one_epoch(
     start_sums = state.get("epoch_sums") if accelerator.is_main_process else None
     sums = torch.tensor(start_sums or [0.0, 0.0, 0.0], dtype=torch.float32, device=accelerator.device)
     skipped = SkippedImages(state.get("epoch_skipped") if accelerator.is_main_process else None)
+    # every micro-batch is full (drop_last): its samples across processes, counted on the host (resume_position)
+    samples_per_micro_batch = args.per_device_train_batch_size * accelerator.num_processes
     data_seconds = 0.0
     start = waiting = time.perf_counter()
     for batch in dataloader:
@@ -577,6 +576,8 @@ def train_one_epoch(
         )
         sums += torch.where(finite, batch_sums, 0.0)  # a skipped micro-batch counts nowhere
         state["batches_into_epoch"] += 1
+        state["samples_into_epoch"] += samples_per_micro_batch
+        state["samples_seen"] += samples_per_micro_batch
         if accelerator.sync_gradients:
             state["completed_steps"] += 1
             progress.update(1)
@@ -593,15 +594,15 @@ def train_one_epoch(
                 isinstance(args.checkpointing_steps, int) and state["completed_steps"] % args.checkpointing_steps == 0
             )
             if saved:
-                save_step_checkpoint(
+                written = save_step_checkpoint(
                     accelerator, model, output_dir, name, state, sums, skipped, resolved_args, args, guard
                 )
             if preemption is not None and (signal_received := preemption.stop_requested()):
                 if not saved:
-                    save_step_checkpoint(
+                    written = save_step_checkpoint(
                         accelerator, model, output_dir, name, state, sums, skipped, resolved_args, args, guard
                     )
-                raise Preempted(signal_received.name, signal_received.value, str(output_dir / name))
+                raise Preempted(signal_received.name, signal_received.value, str(written))
         waiting = time.perf_counter()
     state["nonfinite_run"] = guard.check(state["completed_steps"])  # a sync: the queued GPU work is done
     seconds = time.perf_counter() - start
@@ -629,21 +630,22 @@ def save_step_checkpoint(
     resolved_args: dict,
     args,
     guard,
-) -> None:
+) -> Path:
     """A checkpoint inside an epoch: the guard checked first (a tripped guard stops before saving), the epoch's
-    running sums reduced, and its skipped images gathered, over processes into the state."""
+    running sums reduced, and its skipped images gathered, over processes into the state. Returns its folder."""
     state["nonfinite_run"] = guard.check(state["completed_steps"])
     state["epoch_sums"] = accelerator.reduce(sums.clone(), reduction="sum").tolist()
     state["epoch_skipped"] = skipped.merged()
-    save_run_checkpoint(accelerator, model, output_dir, name, state, resolved_args, args)
+    return save_run_checkpoint(accelerator, model, output_dir, name, state, resolved_args, args)
 
 
 def save_run_checkpoint(
     accelerator: Accelerator, model, output_dir: Path, name: str, state: dict, resolved_args: dict, args
-) -> None:
-    """`save_checkpoint` as the run takes it: with the retention limit, and from finite weights only."""
+) -> Path:
+    """`save_checkpoint` as the run takes it: with the retention limit, and from finite weights only. `name` is
+    step_N or epoch_N; the folder it returns is step_N-2 (-3, ...) where an earlier run's checkpoint holds that."""
     limit, unwrapped = args.checkpoints_total_limit, accelerator.unwrap_model(model)
-    save_checkpoint(accelerator, output_dir, name, state, resolved_args, limit, model=unwrapped)
+    return save_checkpoint(accelerator, output_dir, name, state, resolved_args, limit, model=unwrapped)
 
 
 def log_training_progress(
@@ -655,7 +657,7 @@ def log_training_progress(
     running = {
         "train_loss_running": loss_sum / max(seen, 1),
         "train_acc_running": correct / max(seen, 1),
-        "lr": scheduler.get_last_lr()[0],
+        "lr": learning_rate_used(scheduler, state["completed_steps"]),
     }
     progress.set_postfix(loss=f"{running['train_loss_running']:.4f}", lr=f"{running['lr']:.3g}", refresh=False)
     if args.with_tracking:
@@ -685,11 +687,12 @@ def save_training_curves(history: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
-def save_model_folder(model, image_processor, folder: Path, args, results: dict, history: list[dict]) -> None:
-    """save_pretrained (weights, config, remote code), image processor and model card, atomically."""
-    temporary = folder.with_name(f".tmp-{folder.name}")
-    shutil.rmtree(temporary, ignore_errors=True)
-    save_model_and_processor(model, temporary, image_processor)
+def save_model_folder(
+    model, image_processor, folder: Path, args, results: dict, history: list[dict], local_path: Path
+) -> None:
+    """save_pretrained (weights, config, remote code), image processor and model card into `folder`, a temporary
+    one (`write_atomically`, `write_model_in_place` put it in place); the card loads it from `local_path`."""
+    save_model_and_processor(model, folder, image_processor)
     recipe = {k: v for k, v in vars(args).items() if k not in ("hub_token", "output_dir")}
     card = render_model_card(
         model_name=args.hub_model_id or Path(args.output_dir).name,
@@ -698,10 +701,11 @@ def save_model_folder(model, image_processor, folder: Path, args, results: dict,
         recipe=recipe,
         history=history,
         template_path=MODEL_CARD_TEMPLATE,
-        repo_id=args.hub_model_id,
+        repo_id=(args.hub_model_id or Path(args.output_dir).name) if args.push_to_hub else None,
+        base_model=args.model_name_or_path,
+        local_path=local_path,
     )
-    card.save(temporary / "README.md")
-    replace_folder(temporary, folder)
+    card.save(folder / "README.md")
 
 
 # ------------------------------------------------------------------------------------------ phases of main
@@ -734,12 +738,13 @@ class Schedule:
 
 def setup(args: argparse.Namespace) -> Accelerator:
     """The accelerator (processes, device, precision, trackers), logging, the global seed and the output folder."""
+    precision, precision_source = resolve_mixed_precision(args.mixed_precision)
     compile_plugin = None
     if args.torch_compile:
         compile_plugin = TorchDynamoPlugin(backend="inductor", mode=args.torch_compile)
     accelerator = Accelerator(
         gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=resolve_mixed_precision(args.mixed_precision),
+        mixed_precision=precision,
         kwargs_handlers=[GradScalerKwargs(init_scale=args.fp16_init_scale)],
         log_with=args.report_to if args.with_tracking else None,
         project_dir=args.output_dir,
@@ -751,6 +756,7 @@ def setup(args: argparse.Namespace) -> Accelerator:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logger.setLevel(logging.INFO if accelerator.is_main_process else logging.WARNING)
     set_seed(args.seed)
+    logger.info("precision: %s (%s)", "fp32" if precision == "no" else precision, precision_source)
     if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu" and accelerator.scaler is None:
         enable_cpu_fp16(accelerator, args.fp16_init_scale)
     if args.dataloader_num_workers is None:
@@ -824,6 +830,14 @@ def _load_and_check_data(args: argparse.Namespace, accelerator: Accelerator) -> 
             args.validation_split_seed,
             args.cache_dir,
         )
+    has_validation = dataset.sources["validation"].split != dataset.sources["train"].split
+    if has_validation and args.validation_fraction != DEFAULT_VALIDATION_FRACTION:
+        logger.warning(
+            "--validation_fraction %g is not used: the dataset has its own validation split %r (only a dataset "
+            "without one is split)",
+            args.validation_fraction,
+            dataset.sources["validation"].split,
+        )
     for split, flag in (("train", "max_train_samples"), ("validation", "max_eval_samples")):
         limit, rows = getattr(args, flag), len(dataset[split])
         if limit is not None and limit > rows:
@@ -849,10 +863,26 @@ def _load_and_check_data(args: argparse.Namespace, accelerator: Accelerator) -> 
 
 
 def load_image_processor(args: argparse.Namespace, image_size: int) -> BaseImageProcessor:
-    """The starting checkpoint's image processor if it has one, else the Tiny ImageNet one at image_size."""
-    if args.model_name_or_path and Path(args.model_name_or_path, "preprocessor_config.json").exists():
-        return AutoImageProcessor.from_pretrained(args.model_name_or_path)
-    return make_image_processor(image_size)
+    """The run's image processor, at the size the run trains at (`image_size`, the model's): the starting
+    checkpoint's if it has one (its normalisation), else the Tiny ImageNet one. Evaluation, best/ and the final
+    model all use it, so one size holds everywhere, also when fine-tuning at another size than the checkpoint's."""
+    if not (args.model_name_or_path and Path(args.model_name_or_path, "preprocessor_config.json").exists()):
+        return make_image_processor(image_size)
+    processor = AutoImageProcessor.from_pretrained(args.model_name_or_path)
+    size = {"height": image_size, "width": image_size}
+    if dict(processor.size) != size:
+        logger.info(
+            "%s's image processor resizes to %s; this run trains at %d px: its processor resizes to %d x %d",
+            args.model_name_or_path,
+            dict(processor.size),
+            image_size,
+            image_size,
+            image_size,
+        )
+        processor.size = size
+    if getattr(processor, "do_center_crop", False):  # a crop after the resize would change the size again
+        processor.crop_size = size
+    return processor
 
 
 def build_eval_dataloader(
@@ -972,47 +1002,76 @@ def initial_state(
     its full accelerate state.
 
     The checkpoint's recorded settings are compared with this run's first: a change that breaks the exact resume
-    is refused, or with --resume_with_changes applied (same position in samples, new optimiser settings)."""
+    is refused, or with --resume_with_changes applied (same epoch and position in samples, the step count of the
+    new batch settings, new optimiser settings: resume_position). Either way the first optimizer step holds
+    --gradient_accumulation_steps micro-batches, and the state names this run (its checkpoints replace no
+    earlier run's: checkpointing.checkpoint_name)."""
+    run_id = uuid.uuid4().hex
     if checkpoint is None:
         return {
             "completed_steps": 0,
             "epoch": 0,
             "batches_into_epoch": 0,
+            "samples_into_epoch": 0,
+            "samples_seen": 0,
             "nonfinite_run": 0,
             "history": [],
             "best_top1": -1.0,
             "bad_images": [],
+            RUN_ID_KEY: run_id,
         }
     recorded = json.loads((checkpoint / ARGS_FILE).read_text()) if (checkpoint / ARGS_FILE).exists() else {}
     changes = changed_settings(recorded, resolved_args)
     if changes and not args.resume_with_changes:
         raise ResumeRefused(refusal(checkpoint, changes))
     accelerator.load_state(str(checkpoint))
+    restart_accumulation(accelerator)
     state = load_training_state(checkpoint)
+    state[RUN_ID_KEY] = run_id
+    per_device, processes = args.per_device_train_batch_size, accelerator.num_processes
+    recorded_micro_batch = recorded.get("per_device_train_batch_size", per_device) * recorded.get(
+        "num_processes", processes
+    )
+    position = recorded_position(
+        state, recorded_micro_batch, recorded.get("gradient_accumulation_steps", args.gradient_accumulation_steps)
+    )
     logger.info(
-        "resumed from %s at step %d (epoch %d, batch %d)",
+        "resumed from %s at step %d (epoch %d, batch %d, %d training samples)",
         checkpoint,
-        state["completed_steps"],
-        state["epoch"],
-        state["batches_into_epoch"],
+        position.completed_steps,
+        position.epoch,
+        position.batches_into_epoch,
+        position.samples_seen,
     )
     if changes:
-        position = position_in_samples(state, recorded, resolved_args)
-        state["completed_steps"] = position["completed_steps"]
-        state["batches_into_epoch"] = min(position["batches_into_epoch"], batches_per_epoch)
-        apply_optimizer_settings(optimizer, scheduler, args, state["completed_steps"])
-        record = {"samples": position["samples"], "changes": {k: list(v) for k, v in changes.items()}}
+        layout = EpochLayout(batches_per_epoch, per_device * processes, args.gradient_accumulation_steps)
+        resumed = position_after_changes(position, layout)
+        note = ""
+        if position.samples_into_epoch > layout.samples_per_epoch:
+            note = f" At the new batch the epoch is {layout.samples_per_epoch} samples (drop_last): it is done."
+        elif resumed.samples_into_epoch < position.samples_into_epoch:
+            note = (
+                f" The epoch's position, {position.samples_into_epoch} samples, rounds down to a whole micro-batch of "
+                f"{layout.samples_per_micro_batch}: {position.samples_into_epoch - resumed.samples_into_epoch} are "
+                "trained again."
+            )
+        position = resumed
+        apply_optimizer_settings(optimizer, scheduler, args, position.completed_steps)
+        record = {"samples": position.samples_seen, "changes": {k: list(v) for k, v in changes.items()}}
         state["resume_changes"] = [*state.get("resume_changes", []), record]
         logger.warning(
             "--resume_with_changes: %s. Going on from %d training samples: step %d, batch %d of epoch %d, peak "
-            "learning rate %.4g.",
+            "learning rate %.4g.%s",
             describe_changes(changes),
-            position["samples"],
-            state["completed_steps"],
-            state["batches_into_epoch"],
-            state["epoch"] + 1,
+            position.samples_seen,
+            position.completed_steps,
+            position.batches_into_epoch,
+            position.epoch + 1,
             args.learning_rate,
+            note,
         )
+    state["completed_steps"], state["batches_into_epoch"] = position.completed_steps, position.batches_into_epoch
+    state["samples_into_epoch"], state["samples_seen"] = position.samples_into_epoch, position.samples_seen
     return state
 
 
@@ -1070,14 +1129,16 @@ def run_epochs(
         except EvaluationInterrupted as interrupted:
             # the epoch is trained, not evaluated: a checkpoint at its last step resumes into this evaluation
             name = f"step_{state['completed_steps']}"
-            save_run_checkpoint(accelerator, model, output_dir, name, state, resolved_args, args)
-            raise Preempted(interrupted.signal.name, interrupted.signal.value, str(output_dir / name)) from None
+            written = save_run_checkpoint(accelerator, model, output_dir, name, state, resolved_args, args)
+            raise Preempted(interrupted.signal.name, interrupted.signal.value, str(written)) from None
         train_metrics["eval_seconds"] = time.perf_counter() - evaluation_start
         train_split = data.train_transform.source.split if data.train_transform.source else "train"
         trained_on = [{"split": train_split, **entry, "epoch": epoch + 1} for entry in state["epoch_skipped"] or []]
         state["bad_images"] = record_bad_images(state.get("bad_images", []), trained_on)
-        state["epoch"], state["batches_into_epoch"], state["epoch_sums"] = epoch + 1, 0, None
+        state["epoch"], state["batches_into_epoch"], state["samples_into_epoch"] = epoch + 1, 0, 0
+        state["epoch_sums"] = None
         state["epoch_skipped"] = None
+        write_failure = None
         if accelerator.is_main_process:
             row = {
                 "epoch": epoch + 1,
@@ -1086,16 +1147,20 @@ def run_epochs(
                 "val_loss": results["val_loss"],
                 "val_top1": results["val_top1"],
                 "val_top5": results["val_top5"],
-                "lr": scheduler.get_last_lr()[0],
+                "lr": learning_rate_used(scheduler, state["completed_steps"]),  # its last step's
             }
             state["history"].append(row)
-            write_json_atomically(output_dir / "history.json", state["history"])
-            logger.info("epoch %d: %s", epoch + 1, format_row(row))
-            if results["val_top1"] > state["best_top1"]:
-                state["best_top1"] = results["val_top1"]
-                save_best(results_summary(results, epoch=epoch + 1), state["history"])
+            try:
+                write_json_output(output_dir / "history.json", state["history"], "the history")
+                logger.info("epoch %d: %s", epoch + 1, format_row(row))
+                if results["val_top1"] > state["best_top1"]:
+                    state["best_top1"] = results["val_top1"]
+                    save_best(results_summary(results, epoch=epoch + 1), state["history"])
+            except OutputWriteError as error:  # a full disk: raised below, on every process
+                write_failure = error
             if args.with_tracking:
                 accelerator.log(row, step=state["completed_steps"])
+        raise_on_every_process(accelerator, write_failure)  # a collective: no process waits for one that stopped
         # everyone needs the same history in the checkpoint: the main process's is the one written
         if args.checkpointing_steps == "epoch":
             save_run_checkpoint(accelerator, model, output_dir, f"epoch_{epoch + 1}", state, resolved_args, args)
@@ -1105,7 +1170,8 @@ def run_epochs(
 
 
 def finish(model, image_processor, args: argparse.Namespace, state: dict, results: dict, train_seconds: float) -> dict:
-    """Main process: the final model in output_dir, all_results.json, the curves, and the push of best/."""
+    """Main process: the final model in output_dir, all_results.json, the curves, and the push of best/. A write
+    that fails (a full disk) raises OutputWriteError and leaves nothing half-written."""
     output_dir = Path(args.output_dir)
     # `results` is the last evaluation, the one recorded as the last history row.
     all_results = results_summary(
@@ -1120,13 +1186,22 @@ def finish(model, image_processor, args: argparse.Namespace, state: dict, result
             "listed": state.get("bad_images", []),
         },
     )
-    save_model_folder(model, image_processor, output_dir / "final", args, all_results, state["history"])
-    for item in (output_dir / "final").iterdir():  # the final model lives in output_dir itself
-        os.replace(item, output_dir / item.name)
-    (output_dir / "final").rmdir()
-    write_json_atomically(output_dir / "all_results.json", all_results)
-    save_training_curves(state["history"], output_dir / "training_curves.png")
+    write_model_in_place(  # output_dir/final, and a link in output_dir to each of its files
+        output_dir,
+        lambda folder: save_model_folder(
+            model, image_processor, folder, args, all_results, state["history"], local_path=output_dir
+        ),
+        "the final model",
+    )
+    write_json_output(output_dir / "all_results.json", all_results, "the results")
+    write_atomically(
+        output_dir / "training_curves.png",
+        lambda path: save_training_curves(state["history"], path),
+        "the training curves",
+    )
     logger.info("done: %s", json.dumps(all_results))
+    defaults = vars(get_args_parser().parse_args(["--output_dir", str(output_dir)]))
+    logger.info("%s", next_steps(output_dir, data_flags(vars(args), defaults), (output_dir / "best").is_dir()))
     if args.push_to_hub:
         from huggingface_hub import HfApi
 
@@ -1156,21 +1231,44 @@ STOPPING_ERRORS = (
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     accelerator = setup(args)
+    # From the run's first moment: a signal while it locks its folder, loads the data or builds the model is
+    # recorded, and honoured at the first step (or evaluation batch). The caller's handlers come back on every
+    # way out, before `end` (a run that stopped before training leaves no handler of its own behind).
+    preemption = PreemptionHandler(args.preemption_signals, args.preemption_check_steps).install()
     try:
-        return run(args, accelerator)
+        try:
+            return run(args, accelerator, preemption)
+        finally:
+            preemption.restore()
     except Preempted as stop:
-        logger.warning(
-            "%s received: stopped after a complete checkpoint, %s. Resume with the same command and "
-            "--resume_from_checkpoint latest (exit code %d).",
-            stop.signal_name,
-            stop.checkpoint,
-            stop.exit_code,
-        )
+        if stop.checkpoint is None:
+            logger.warning(
+                "%s received: the evaluation stopped before its end and wrote nothing. Run the same command "
+                "again (exit code %d).",
+                stop.signal_name,
+                stop.exit_code,
+            )
+        else:
+            logger.warning(
+                "%s received: stopped after a complete checkpoint, %s. Resume with the same command and "
+                "--resume_from_checkpoint latest (exit code %d).",
+                stop.signal_name,
+                stop.checkpoint,
+                stop.exit_code,
+            )
         end(accelerator, args)
         raise SystemExit(stop.exit_code) from None
     except STOPPING_ERRORS as error:
         logger.error("%s", stopping_message(error, args))
         end(accelerator, args)
+        raise SystemExit(1) from None
+    except OSError as error:  # a full disk met by a writer the run does not guard itself (a tracker's event file)
+        if error.errno != errno.ENOSPC:
+            raise
+        where = repr(error.filename) if error.filename else f"a file of the run in {args.output_dir!r}"
+        logger.error("could not write %s: %s", where, describe_write_error(error, args.output_dir))
+        with contextlib.suppress(OSError):  # a tracker's writer raises the same error again as it closes
+            end(accelerator, args)
         raise SystemExit(1) from None
     finally:  # no worker outlives the run, whatever ended it (an error's traceback can hold their loader)
         stop_data_workers()
@@ -1190,11 +1288,11 @@ def stopping_message(error: Exception, args: argparse.Namespace) -> str:
     return message
 
 
-def run(args: argparse.Namespace, accelerator: Accelerator) -> dict:
-    """Everything after setup: the output folder, data, model, and evaluation only or the training run."""
+def run(args: argparse.Namespace, accelerator: Accelerator, preemption: PreemptionHandler) -> dict:
+    """Everything after setup: the output folder, data, model, and evaluation only or the training run.
+    `preemption` (installed) is restored here before the end; main restores it on the other ways out."""
     claim_output_folder(args, accelerator)
     output_dir = Path(args.output_dir)
-    preemption = PreemptionHandler(args.preemption_signals, args.preemption_check_steps).install()
     dataset, bad_images = load_data(args, accelerator)
     label_names = dataset["train"].features["label"].names
     model = build_model(args, label_names)
@@ -1209,16 +1307,29 @@ def run(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     }
 
     if args.eval_only:
-        preemption.restore()
         eval_dataloader = build_eval_dataloader(args, dataset, image_processor)
         model, eval_dataloader = accelerator.prepare(model, eval_dataloader)
         start = time.perf_counter()
-        results = evaluate_model(model, eval_dataloader, accelerator, metric, len(label_names))
-        all_results = {}
+        try:
+            results = evaluate_model(
+                model, eval_dataloader, accelerator, metric, len(label_names), preemption.stop_requested
+            )
+            # with several processes the check runs every --preemption_check_steps batches: a last, agreed one
+            signal_received = preemption.agreed_signal()
+        except EvaluationInterrupted as interrupted:
+            signal_received = interrupted.signal
+        preemption.restore()
+        if signal_received:  # an evaluation has nothing to resume from: it stops without writing its results
+            raise Preempted(signal_received.name, signal_received.value, None)
+        all_results, write_failure = {}, None
         if accelerator.is_main_process:
             all_results = results_summary(results, eval_seconds=time.perf_counter() - start, bad_images=bad_images)
-            write_json_atomically(output_dir / "all_results.json", all_results)
+            try:
+                write_json_output(output_dir / "all_results.json", all_results, "the results")
+            except OutputWriteError as error:
+                write_failure = error
             logger.info("evaluation: %s", all_results)
+        raise_on_every_process(accelerator, write_failure)
         end(accelerator, args)
         return all_results
 
@@ -1227,6 +1338,7 @@ def run(args: argparse.Namespace, accelerator: Accelerator) -> dict:
     data.train_dataloader, data.eval_dataloader = accelerator.prepare(data.train_dataloader, data.eval_dataloader)
     steps_per_epoch = max(math.ceil(len(data.train_dataloader) / args.gradient_accumulation_steps), 1)
     schedule = Schedule(steps_per_epoch, args.max_train_steps or args.num_train_epochs * steps_per_epoch)
+    data.collator.num_epochs = schedule.num_epochs  # --mix_off_last_epochs counts back from the run's real end
     optimizer, scheduler = build_optimizer_and_scheduler(args, model, schedule)
     warn_long_warmup(args, schedule)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
@@ -1264,13 +1376,19 @@ def run(args: argparse.Namespace, accelerator: Accelerator) -> dict:
 
     def save_best(best_results: dict, history: list[dict]) -> None:
         """Main process only: non-finite weights are not saved as best/ (the next checkpoint or the final model
-        stops the run on every process)."""
+        stops the run on every process). A failed write (a full disk) raises OutputWriteError, and leaves the
+        previous best/ whole; the epoch loop then stops every process."""
+        best = output_dir / "best"
         try:
-            check_finite_weights(unwrapped, f"the best model {output_dir / 'best'}", output_dir)
+            check_finite_weights(unwrapped, f"the best model {best}", output_dir)
         except NonFiniteWeightsError as error:
             logger.error("%s", error)
             return
-        save_model_folder(unwrapped, image_processor, output_dir / "best", args, best_results, history)
+        write_atomically(
+            best,
+            lambda folder: save_model_folder(unwrapped, image_processor, folder, args, best_results, history, best),
+            "the best model",
+        )
 
     train_start = time.perf_counter()
     try:
@@ -1290,11 +1408,17 @@ def run(args: argparse.Namespace, accelerator: Accelerator) -> dict:
         )
     finally:  # from here on a signal has its default effect (the final model is written atomically)
         preemption.restore()
+    if preemption.received is not None:  # after the last step's check: the training is complete
+        logger.warning("%s received after the last training step: writing the final model", preemption.received.name)
     accelerator.wait_for_everyone()
     check_finite_weights(unwrapped, f"the final model in {output_dir}", output_dir)
-    all_results = {}
+    all_results, write_failure = {}, None
     if accelerator.is_main_process:
-        all_results = finish(unwrapped, image_processor, args, state, results, time.perf_counter() - train_start)
+        try:
+            all_results = finish(unwrapped, image_processor, args, state, results, time.perf_counter() - train_start)
+        except OutputWriteError as error:
+            write_failure = error
+    raise_on_every_process(accelerator, write_failure)
     end(accelerator, args)
     return all_results
 
@@ -1303,9 +1427,11 @@ def end(accelerator: Accelerator, args: argparse.Namespace) -> None:
     """Every process waits for the main one to finish writing, then trackers close and the process group is
     destroyed: a process that exits with its group alive can abort in gloo's or NCCL's threads (SIGABRT)."""
     accelerator.wait_for_everyone()
-    accelerator.end_training()
-    if accelerator.is_main_process:
-        release_output_folder(args.output_dir)
+    try:
+        accelerator.end_training()
+    finally:  # the folder is free again even when a tracker fails to close (a full disk)
+        if accelerator.is_main_process:
+            release_output_folder(args.output_dir)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
-"""Convert published Swin checkpoints (timm, transformers) to swin_tiny_hf's state-dict layout.
+"""Convert published Swin checkpoints (Microsoft's original, timm, transformers) to swin_tiny_hf's layout.
 
-Our layout (SwinTinyForImageClassification):
+Our layout (SwinTinyForImageClassification; SwinTinyModel has the same names without `swin.` and no classifier):
 
     swin.embeddings.projection / swin.embeddings.norm
     swin.stages.{i}.blocks.{j}.{norm1, attention.qkv, attention.proj, attention.relative_position_bias_table,
@@ -8,24 +8,32 @@ Our layout (SwinTinyForImageClassification):
     swin.stages.{i}.downsample.{norm, reduction}         (end of stages 0 .. n-2)
     swin.norm, classifier
 
-Sources:
-- "timm": `timm.models.swin_transformer.SwinTransformer` (e.g. swin_tiny_patch4_window7_224): fused
-  `attn.qkv`, downsample at the *start* of stages 1..n-1 (`layers.{i}.downsample`), `head.fc`.
-- "transformers": `SwinForImageClassification`, with the v5 in-memory names (`attention.q_proj`,
+Layouts (found from the keys; `detect_layout`):
+- "microsoft": the official Swin repository's checkpoints (swin_tiny_patch4_window7_224.pth, usually under a
+  "model" key): fused `attn.qkv`, downsample at the *end* of stages 0..n-2 (`layers.{i}.downsample`, as ours),
+  `head`. timm's `checkpoint_filter_fn` reads the same files.
+- "timm": `timm.models.swin_transformer.SwinTransformer` (e.g. swin_tiny_patch4_window7_224): fused `attn.qkv`,
+  downsample at the *start* of stages 1..n-1 (`layers.{i}.downsample`), `head.fc`.
+- "transformers": `SwinForImageClassification` or `SwinModel`, with the v5 in-memory names (`attention.q_proj`,
   `layernorm_before`, ...) or the names its checkpoints are saved with (`attention.self.query`,
   `intermediate.dense`, ...). Separate q/k/v are concatenated into one qkv projection.
+
+A checkpoint without a classification head (timm's `num_classes=0`, transformers' `SwinModel`) converts to a
+base model, `SwinTinyModel`. Class names come from the checkpoint's own config (`label_names_from_config`:
+transformers' `id2label`, timm's `label_names`); a 1,000-class head without names is taken as ImageNet-1k's.
 
 Derived buffers that some checkpoints carry (`relative_position_index`, `attn_mask`) are checked
 against our own geometry and then dropped. Every other source key must be used exactly once.
 
 CLI::
 
-    python -m swin_tiny_hf.convert --source timm --checkpoint swin_tiny.safetensors --output_dir swin-t-imagenet
+    python -m swin_tiny_hf.convert --checkpoint swin_tiny.safetensors --output_dir swin-t-imagenet [--source timm]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 from pathlib import Path
@@ -35,13 +43,16 @@ import torch
 from .configuration_swin_tiny import SwinTinyConfig
 from .image_processing import IMAGENET_MEAN, IMAGENET_STD, make_image_processor
 from .imagenet_classes import IMAGENET_1K_WORDNET_IDS, label_config
-from .modeling_swin_tiny import SwinTinyForImageClassification
+from .modeling_swin_tiny import SwinTinyForImageClassification, SwinTinyModel
 from .windows import relative_position_index
 
-SOURCES = ("timm", "transformers")
+LAYOUTS = ("microsoft", "timm", "transformers")
+SOURCES = ("auto", *LAYOUTS)  # "auto": detect the layout from the keys
+CHECKPOINT_FILES = ("model.safetensors", "pytorch_model.bin")  # what transformers and timm save in a folder
+_SHOWN_KEYS = 6  # how many offending keys an error message names
 
 _BLOCK_PARTS = {
-    # timm
+    # Microsoft's and timm's
     "norm1": "norm1",
     "attn.qkv": "attention.qkv",
     "attn.proj": "attention.proj",
@@ -70,13 +81,26 @@ _QKV_PARTS = {  # transformers' separate projections -> index in our fused qkv
 }
 _DERIVED = ("relative_position_index", "attn_mask")
 
+_ORIGINAL_BLOCK = re.compile(
+    r"^layers\.(\d+)\.blocks\.(\d+)\.(.+)\.(weight|bias)$|"
+    r"^layers\.(\d+)\.blocks\.(\d+)\.(attn\.relative_position_bias_table)()$"
+)
+_ORIGINAL_DOWNSAMPLE = re.compile(r"^layers\.(\d+)\.downsample\.(norm|reduction)\.(weight|bias)$")
 _PATTERNS = {
+    "microsoft": {
+        "block": _ORIGINAL_BLOCK,
+        "downsample": _ORIGINAL_DOWNSAMPLE,
+        "fixed": {
+            "patch_embed.proj": "swin.embeddings.projection",
+            "patch_embed.norm": "swin.embeddings.norm",
+            "norm": "swin.norm",
+            "head": "classifier",
+        },
+        "downsample_offset": 0,  # the merging that ends stage i, as ours
+    },
     "timm": {
-        "block": re.compile(
-            r"^layers\.(\d+)\.blocks\.(\d+)\.(.+)\.(weight|bias)$|"
-            r"^layers\.(\d+)\.blocks\.(\d+)\.(attn\.relative_position_bias_table)()$"
-        ),
-        "downsample": re.compile(r"^layers\.(\d+)\.downsample\.(norm|reduction)\.(weight|bias)$"),
+        "block": _ORIGINAL_BLOCK,
+        "downsample": _ORIGINAL_DOWNSAMPLE,
         "fixed": {
             "patch_embed.proj": "swin.embeddings.projection",
             "patch_embed.norm": "swin.embeddings.norm",
@@ -85,7 +109,7 @@ _PATTERNS = {
         },
         "downsample_offset": -1,  # timm's stage i starts with the merging that ends our stage i-1
     },
-    "transformers": {
+    "transformers": {  # keys of a SwinModel are given the `swin.` prefix first (see convert_state_dict)
         "block": re.compile(
             r"^swin\.encoder\.layers\.(\d+)\.blocks\.(\d+)\.(.+)\.(weight|bias)$|"
             r"^swin\.encoder\.layers\.(\d+)\.blocks\.(\d+)\.(.*relative_position_bias_table)()$"
@@ -102,6 +126,58 @@ _PATTERNS = {
 }
 
 
+def _some(keys) -> str:
+    """The first few of `keys`, for an error message."""
+    keys = list(keys)
+    shown = ", ".join(repr(k) for k in keys[:_SHOWN_KEYS])
+    return shown + (f" and {len(keys) - _SHOWN_KEYS} more" if len(keys) > _SHOWN_KEYS else "")
+
+
+def unwrap_checkpoint(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """The state dict inside a training checkpoint ({'model': ...}, {'state_dict': ...}, {'state_dict_ema': ...},
+    as Microsoft's and timm's training scripts save them), or the checkpoint itself if it is one."""
+    if not isinstance(checkpoint, dict):
+        raise ValueError(f"expected a state dict (a dict of tensors), got a {type(checkpoint).__name__}.")
+    for wrapper in ("state_dict", "model", "state_dict_ema"):
+        if isinstance(checkpoint.get(wrapper), dict):
+            checkpoint = checkpoint[wrapper]
+            break
+    not_tensors = [k for k, v in checkpoint.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise ValueError(
+            f"expected a state dict (a dict of tensors, possibly under 'model' or 'state_dict'), but "
+            f"{_some(not_tensors)} are not tensors."
+        )
+    return checkpoint
+
+
+def detect_layout(state_dict: dict[str, torch.Tensor]) -> str:
+    """Which of LAYOUTS a Swin state dict is in, from its keys; a ValueError naming some keys if none.
+
+    Microsoft's and timm's keys differ only in where the patch mergings sit and in the head's name. As timm's
+    `checkpoint_filter_fn`, a merging in `layers.0` marks Microsoft's layout (timm's stage 0 has none); a
+    headless one-stage checkpoint has no merging either, and then the two layouts are the same.
+    """
+    keys = set(state_dict)
+    if any(k.startswith(("swin.encoder.layers.", "encoder.layers.")) for k in keys):
+        return "transformers"
+    if "patch_embed.proj.weight" in keys and any(_ORIGINAL_BLOCK.match(k) for k in keys):
+        original = {k for k in keys if k.startswith("layers.0.downsample.") or k in ("head.weight", "head.bias")}
+        timm_only = {k for k in keys if k.startswith("head.fc.")}
+        if original and timm_only:
+            raise ValueError(
+                f"the checkpoint mixes Microsoft's layout ({_some(sorted(original))}) with timm's "
+                f"({_some(sorted(timm_only))}); convert it from one of them."
+            )
+        return "microsoft" if original else "timm"
+    raise ValueError(
+        f"not a Swin checkpoint in a layout this converter knows ({', '.join(LAYOUTS)}): its {len(keys)} keys "
+        f"include {_some(sorted(keys))}; expected keys such as 'layers.0.blocks.0.attn.qkv.weight' and "
+        f"'patch_embed.proj.weight' (Microsoft, timm) or 'swin.encoder.layers.0.blocks.0.layernorm_before.weight' "
+        f"(transformers)."
+    )
+
+
 def _check_derived(key: str, tensor: torch.Tensor) -> None:
     """A stored relative index must equal ours; a stored shift mask is rebuilt by the model anyway."""
     if key.endswith("relative_position_index"):
@@ -111,16 +187,32 @@ def _check_derived(key: str, tensor: torch.Tensor) -> None:
             raise ValueError(f"{key} does not match the relative position index of a {window}x{window} window.")
 
 
-def convert_state_dict(state_dict: dict[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
-    """Map a timm or transformers Swin state dict onto SwinTinyForImageClassification's names.
+def convert_state_dict(state_dict: dict[str, torch.Tensor], source: str = "auto") -> dict[str, torch.Tensor]:
+    """Map a Microsoft, timm or transformers Swin state dict onto SwinTinyForImageClassification's names.
 
-    Raises ValueError for an unknown source or if any source key is left unused (naming them).
+    `state_dict` may be a training checkpoint that holds it under 'model' or 'state_dict'. `source` is one of
+    SOURCES; "auto" detects the layout, and a named one must agree with the detected layout. A checkpoint
+    without a head gives no `classifier.*` keys (see `model_from_state_dict`). Raises ValueError for an unknown
+    source or layout, a disagreeing source, a patch merging outside stages 0..n-2, or unused source keys
+    (naming them).
     """
     if source not in SOURCES:
         raise ValueError(f"source must be one of {SOURCES}, got {source!r}.")
-    rules = _PATTERNS[source]
+    state_dict = unwrap_checkpoint(state_dict)
+    layout = detect_layout(state_dict)
+    if source not in ("auto", layout):
+        raise ValueError(
+            f"source={source!r}, but the checkpoint is in the {layout} layout ({_layout_evidence(state_dict, layout)})"
+            f"; pass source={layout!r} or 'auto'."
+        )
+    original_names = {key: key for key in state_dict}
+    if layout == "transformers" and not any(k.startswith("swin.") for k in state_dict):
+        original_names = {f"swin.{k}": k for k in state_dict}  # SwinModel: the base model's own names
+        state_dict = {f"swin.{k}": v for k, v in state_dict.items()}
+    rules = _PATTERNS[layout]
     converted: dict[str, torch.Tensor] = {}
     qkv: dict[str, list[torch.Tensor | None]] = {}
+    downsample_sources: dict[int, str] = {}
     unused: list[str] = []
 
     for key, tensor in state_dict.items():
@@ -133,6 +225,7 @@ def convert_state_dict(state_dict: dict[str, torch.Tensor], source: str) -> dict
             continue
         if match := rules["downsample"].match(key):
             stage = int(match.group(1)) + rules["downsample_offset"]
+            downsample_sources[stage] = key
             converted[f"swin.stages.{stage}.downsample.{match.group(2)}.{match.group(3)}"] = tensor
             continue
         if match := rules["block"].match(key):
@@ -147,7 +240,7 @@ def convert_state_dict(state_dict: dict[str, torch.Tensor], source: str) -> dict
                 name = f"{prefix}.{_BLOCK_PARTS[part]}"
                 converted[f"{name}.{leaf}" if leaf else name] = tensor
                 continue
-        unused.append(key)
+        unused.append(original_names[key])
 
     for name, parts in qkv.items():
         if any(p is None for p in parts):
@@ -155,14 +248,57 @@ def convert_state_dict(state_dict: dict[str, torch.Tensor], source: str) -> dict
             raise ValueError(f"{name}: the source has no {', '.join(missing)} projection for this block.")
         converted[name] = torch.cat(parts, dim=0)  # (3C, C) or (3C,): q, k, v stacked as in a fused qkv
     if unused:
-        raise ValueError(f"{len(unused)} {source} keys were not used by the conversion: {unused}")
+        raise ValueError(
+            f"{len(unused)} keys of the {layout} checkpoint were not used by the conversion: {_some(unused)}."
+        )
+    stages = {int(k.split(".")[2]) for k in converted if k.startswith("swin.stages.") and ".blocks." in k}
+    misplaced = {s: key for s, key in downsample_sources.items() if s not in range(len(stages) - 1)}
+    if misplaced:
+        raise ValueError(
+            f"in the {layout} layout, {_some(misplaced.values())} would be the patch merging at the end of stage "
+            f"{_some(misplaced)}, but a model with {len(stages)} stages has them at the end of stages "
+            f"0..{len(stages) - 2}: the checkpoint mixes layouts."
+        )
     return converted
 
 
-def config_from_state_dict(state_dict: dict[str, torch.Tensor], image_size: int = 224) -> SwinTinyConfig:
+def _layout_evidence(state_dict: dict[str, torch.Tensor], layout: str) -> str:
+    """The keys that show a state dict's layout, for a message."""
+    telling = {
+        "microsoft": lambda k: k.startswith(("layers.0.downsample.", "head.")),
+        "timm": lambda k: ".downsample." in k or k.startswith("head.fc."),
+        "transformers": lambda k: ".encoder.layers." in f".{k}",
+    }[layout]
+    return "keys such as " + _some(sorted(k for k in state_dict if telling(k)))
+
+
+def label_names_from_config(config: dict) -> dict[int, str] | None:
+    """Class names from a checkpoint's config, index -> name; None if it names none.
+
+    Reads transformers' `config.json` (`id2label`; transformers' placeholders "LABEL_i" name nothing), timm's
+    hub `config.json` (`label_names`, at the top or in `pretrained_cfg`, a list or an index -> name dict) and a
+    timm model's `pretrained_cfg` itself.
+    """
+    if config.get("id2label"):
+        names = {int(i): str(name) for i, name in config["id2label"].items()}
+        return None if all(name == f"LABEL_{i}" for i, name in names.items()) else names
+    label_names = config.get("label_names") or (config.get("pretrained_cfg") or {}).get("label_names")
+    if not label_names:
+        return None
+    if isinstance(label_names, dict):
+        return {int(i): str(name) for i, name in label_names.items()}
+    return {i: str(name) for i, name in enumerate(label_names)}
+
+
+def config_from_state_dict(
+    state_dict: dict[str, torch.Tensor], image_size: int = 224, id2label: dict[int, str] | None = None
+) -> SwinTinyConfig:
     """Read the architecture off a converted state dict (sizes from weight shapes).
 
-    A 1,000-class head is ImageNet-1k's: its labels get the classes' names ("goldfish") and WordNet ids."""
+    `id2label` names the head's classes (see `label_names_from_config`); WordNet ids among them become readable
+    names, the ids kept in `config.wordnet_ids`. Without it, a 1,000-class head is ImageNet-1k's: its labels get
+    the classes' names ("goldfish") and WordNet ids. A state dict without `classifier.*` (a base model) takes no
+    names."""
     projection = state_dict["swin.embeddings.projection.weight"]  # (D, C_in, p, p)
     depths, num_heads, windows = [], [], []
     stage = 0
@@ -173,10 +309,25 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor], image_size: int 
         num_heads.append(table.shape[1])
         windows.append((math.isqrt(table.shape[0]) + 1) // 2)
         stage += 1
-    num_labels = state_dict["classifier.weight"].shape[0]
-    labels = {"num_labels": num_labels}
-    if num_labels == len(IMAGENET_1K_WORDNET_IDS):
-        labels = label_config(IMAGENET_1K_WORDNET_IDS)
+    labels = {}
+    if "classifier.weight" in state_dict:
+        num_labels = state_dict["classifier.weight"].shape[0]
+        if id2label is not None:
+            if sorted(id2label) != list(range(num_labels)):
+                raise ValueError(
+                    f"id2label names classes {_some(sorted(id2label))}, but the checkpoint's head has {num_labels} "
+                    f"classes (0..{num_labels - 1})."
+                )
+            labels = label_config([id2label[i] for i in range(num_labels)])
+        elif num_labels == len(IMAGENET_1K_WORDNET_IDS):
+            labels = label_config(IMAGENET_1K_WORDNET_IDS)
+        else:
+            labels = {"num_labels": num_labels}
+    elif id2label is not None:
+        raise ValueError(
+            f"id2label names {len(id2label)} classes, but the checkpoint has no classification head (no "
+            f"classifier.weight): it converts to a base model, which has no classes."
+        )
     return SwinTinyConfig(
         image_size=image_size,
         patch_size=projection.shape[-1],
@@ -189,6 +340,21 @@ def config_from_state_dict(state_dict: dict[str, torch.Tensor], image_size: int 
         patch_norm="swin.embeddings.norm.weight" in state_dict,
         **labels,
     )
+
+
+def model_from_state_dict(
+    state_dict: dict[str, torch.Tensor], image_size: int = 224, id2label: dict[int, str] | None = None
+) -> SwinTinyForImageClassification | SwinTinyModel:
+    """The model a converted state dict describes, with its weights (all of them, strictly): a
+    SwinTinyForImageClassification, or a SwinTinyModel (base model) when the checkpoint has no head."""
+    config = config_from_state_dict(state_dict, image_size=image_size, id2label=id2label)
+    if "classifier.weight" in state_dict:
+        model = SwinTinyForImageClassification(config)
+    else:
+        model = SwinTinyModel(config)
+        state_dict = {k.removeprefix("swin."): v for k, v in state_dict.items()}
+    model.load_state_dict(state_dict, strict=True)
+    return model.eval()
 
 
 def timm_swin_kwargs(config: SwinTinyConfig) -> dict:
@@ -209,42 +375,83 @@ def timm_swin_kwargs(config: SwinTinyConfig) -> dict:
     )
 
 
-def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a .safetensors file, or a torch pickle (weights only) possibly wrapped in {'state_dict'|'model': ...}."""
+def checkpoint_file(path: str | Path) -> Path:
+    """The weights file `path` names: the file itself, or in a folder (a transformers or timm hub download)
+    one of CHECKPOINT_FILES."""
     path = Path(path)
+    if path.is_dir():
+        for name in CHECKPOINT_FILES:
+            if (path / name).is_file():
+                return path / name
+        raise ValueError(
+            f"checkpoint folder {str(path)!r} has none of {', '.join(CHECKPOINT_FILES)}; it holds "
+            f"{_some(sorted(p.name for p in path.iterdir()))}. Pass the weights file itself."
+        )
     if not path.is_file():
-        raise ValueError(f"checkpoint {str(path)!r} is not a file.")
+        raise ValueError(f"checkpoint {str(path)!r} is not a file or a folder.")
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a .safetensors file, or a torch pickle (weights only) possibly wrapped in {'state_dict'|'model': ...}.
+    `path` may also be a folder holding one of CHECKPOINT_FILES."""
+    path = checkpoint_file(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         return load_file(path)
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    for wrapper in ("state_dict", "model", "state_dict_ema"):
-        if isinstance(checkpoint, dict) and isinstance(checkpoint.get(wrapper), dict):
-            return checkpoint[wrapper]
-    return checkpoint
+    return unwrap_checkpoint(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def label_names_beside(path: str | Path) -> tuple[dict[int, str] | None, Path | None]:
+    """Class names from the config.json next to a checkpoint (or in its folder), and that file; (None, None)
+    where there is none or it names no classes."""
+    config_path = checkpoint_file(path).parent / "config.json"
+    if not config_path.is_file():
+        return None, None
+    names = label_names_from_config(json.loads(config_path.read_text()))
+    return names, (config_path if names else None)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source", choices=SOURCES, required=True)
-    parser.add_argument("--checkpoint", required=True, help="timm or transformers weights (.safetensors, .pth, .bin)")
+    parser.add_argument(
+        "--source", choices=SOURCES, default="auto", help="the checkpoint's layout (default: detect it from the keys)"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="Swin weights (.safetensors, .pth, .bin), or a folder holding model.safetensors or pytorch_model.bin; "
+        "class names are read from a config.json beside them",
+    )
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--image_size", type=int, default=224)
     return parser
 
 
-def main(argv: list[str] | None = None) -> SwinTinyForImageClassification:
+def main(argv: list[str] | None = None) -> SwinTinyForImageClassification | SwinTinyModel:
     args = get_args_parser().parse_args(argv)
-    state_dict = convert_state_dict(load_checkpoint(args.checkpoint), args.source)
-    config = config_from_state_dict(state_dict, image_size=args.image_size)
-    model = SwinTinyForImageClassification(config)
-    model.load_state_dict(state_dict, strict=True)
+    state_dict = load_checkpoint(args.checkpoint)
+    layout = detect_layout(state_dict) if args.source == "auto" else args.source
+    state_dict = convert_state_dict(state_dict, args.source)
+    id2label, names_from = label_names_beside(args.checkpoint) if "classifier.weight" in state_dict else (None, None)
+    try:
+        model = model_from_state_dict(state_dict, image_size=args.image_size, id2label=id2label)
+    except ValueError as error:
+        if names_from:
+            error.add_note(f"the class names were read from {names_from}")
+        raise
     model.save_pretrained(args.output_dir)
     make_image_processor(args.image_size, IMAGENET_MEAN, IMAGENET_STD).save_pretrained(args.output_dir)
+    config = model.config
+    if isinstance(model, SwinTinyModel):
+        head = "no classification head: a base model (SwinTinyModel)"
+    else:
+        origin = f"named in {names_from}" if names_from else "ImageNet-1k's" if config.wordnet_ids else "unnamed"
+        head = f"{config.num_labels} labels ({origin})"
     print(
-        f"wrote {args.output_dir}: {sum(p.numel() for p in model.parameters()):,} parameters, config {config.depths} "
-        f"depths, {config.num_heads} heads, window {config.window_size}, {config.num_labels} labels"
+        f"wrote {args.output_dir} from the {layout} layout: {sum(p.numel() for p in model.parameters()):,} "
+        f"parameters, {config.depths} depths, {config.num_heads} heads, window {config.window_size}, {head}"
     )
     return model
 

@@ -2,6 +2,12 @@
 
     python -m swin_tiny_hf.export_onnx --model DIR --output FILE [--atol 1e-4] [--opset 18]
 
+The folder must hold an image classifier (`architectures` in its config.json ending in ForImageClassification,
+every weight present): a base model or a backbone has no `logits` to export, and is refused by name. The graph
+is always float32: a folder saved in bfloat16 or float16 is upcast (exactly) and the log says so, because
+onnxruntime's CPU kernels lack most half-precision ops. A classifier other than swin_tiny's (transformers' own
+Swin, say) is exported through its own code and checked the same way, with a note that says so.
+
 The export is `torch.onnx.export(..., dynamo=True)` (torch.export underneath) with the batch
 dimension dynamic; the graph takes `pixel_values` (batch, channels, image_size, image_size) and
 returns `logits` (batch, num_labels). After writing the file the command runs it once with
@@ -16,6 +22,7 @@ portable ops that ONNX has and that survive torch.onnx's decomposition pass.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
@@ -42,8 +49,26 @@ def example_pixels(config, batch: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(batch, config.num_channels, config.image_size, config.image_size, generator=generator)
 
 
+def check_exportable(model: nn.Module) -> None:
+    """Raise a ValueError unless `model` is a float32 classifier: one that returns `logits` for float32 pixels."""
+    dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
+    if dtypes != ["float32"]:
+        raise ValueError(
+            f"{type(model).__name__} has {', '.join(dtypes)} parameters; the ONNX export and its check run in "
+            f"float32: pass model.float() (the command line upcasts a half-precision folder itself)."
+        )
+    with torch.no_grad():
+        output = model.eval()(pixel_values=example_pixels(model.config, 1))
+    if getattr(output, "logits", None) is None:
+        raise ValueError(
+            f"{type(model).__name__} returns {type(output).__name__} without logits: export_onnx exports image "
+            f"classifiers (e.g. SwinTinyForImageClassification)."
+        )
+
+
 def export_onnx(model: nn.Module, path: str | Path, opset_version: int | None = None) -> Path:
-    """Write `model` (an image classifier in eval mode) to `path` as ONNX with a dynamic batch dimension."""
+    """Write `model` (a float32 image classifier) to `path` as ONNX with a dynamic batch dimension."""
+    check_exportable(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()
@@ -77,6 +102,7 @@ def onnx_max_difference(model: nn.Module, path: str | Path, batch: int = CHECK_B
 
 def check_export(model: nn.Module, path: str | Path, atol: float = 1e-4, batch: int = CHECK_BATCH) -> float:
     """Run the file against the model; raise a ValueError if they differ by more than `atol`."""
+    check_exportable(model)
     difference = onnx_max_difference(model, path, batch)
     if not difference <= atol:  # also catches NaN
         raise ValueError(
@@ -86,10 +112,56 @@ def check_export(model: nn.Module, path: str | Path, atol: float = 1e-4, batch: 
     return difference
 
 
+def load_classifier(folder: str | Path) -> tuple[nn.Module, str]:
+    """The image classifier saved in `folder`, in float32 and eval mode, and a note for the log (its class, and
+    the dtype it was saved in when that was not float32).
+
+    Raises a ValueError naming what is wrong: no such folder, no config.json, a model that is not an image
+    classifier (its class named), or weights missing from the folder (a head that would be random)."""
+    from transformers import AutoModelForImageClassification
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(
+            f"--model {str(folder)!r} is not a folder; expected a save_pretrained folder of an image "
+            f"classifier (config.json and weights)."
+        )
+    if not (folder / "config.json").is_file():
+        contents = sorted(p.name for p in folder.iterdir())[:6]
+        raise ValueError(
+            f"--model {str(folder)!r} has no config.json, so it is not a save_pretrained folder "
+            f"(it holds {contents or 'nothing'})."
+        )
+    config = json.loads((folder / "config.json").read_text())
+    model_type, architectures = config.get("model_type"), config.get("architectures") or []
+    if architectures and not any(name.endswith("ForImageClassification") for name in architectures):
+        raise ValueError(
+            f"--model {str(folder)!r} holds a {architectures[0]} (model_type {model_type!r}), not an image "
+            f"classifier: it has no classification head and no logits to export. Fine-tune a classifier on it "
+            f"(e.g. SwinTinyForImageClassification.from_pretrained(folder, num_labels=...)) and export that."
+        )
+    # importing this package registered swin_tiny with the Auto classes
+    model, loading = AutoModelForImageClassification.from_pretrained(folder, output_loading_info=True)
+    missing = sorted(set(loading["missing_keys"]) | {key for key, *_ in loading["mismatched_keys"]})
+    if missing:
+        raise ValueError(
+            f"--model {str(folder)!r}: its weights lack {', '.join(missing[:6])} of "
+            f"{type(model).__name__}; exporting would write randomly initialised values. Save the whole "
+            f"classifier (model.save_pretrained) and export that folder."
+        )
+    notes = [f"{type(model).__name__}"]
+    if model_type != "swin_tiny":
+        notes.append(f"model_type {model_type!r}, not swin_tiny: exported through its own code, checked the same way")
+    saved_dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()})
+    if saved_dtypes != ["float32"]:
+        notes.append(f"saved in {', '.join(saved_dtypes)}, exported in float32 (upcast exactly)")
+    return model.float().eval(), "; ".join(notes)
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="a save_pretrained folder of an image classifier")
-    parser.add_argument("--output", required=True, help="the .onnx file to write")
+    parser.add_argument("--output", required=True, help="the .onnx file to write (always float32)")
     parser.add_argument("--atol", type=float, default=1e-4, help="largest allowed difference from PyTorch")
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: torch.onnx's)")
     return parser
@@ -97,16 +169,17 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> float:
     args = get_args_parser().parse_args(argv)
-    from transformers import AutoModelForImageClassification
-
-    # importing this package registered swin_tiny with the Auto classes
-    model = AutoModelForImageClassification.from_pretrained(args.model).eval()
-    path = export_onnx(model, args.output, args.opset)
-    difference = check_export(model, path, args.atol)
+    model, note = load_classifier(args.model)
+    try:
+        path = export_onnx(model, args.output, args.opset)
+        difference = check_export(model, path, args.atol)
+    except Exception as error:  # say which model failed (another library's, say) under the exporter's own words
+        error.add_note(f"while exporting {args.model}: {note}")
+        raise
     size = path.stat().st_size / 2**20
     print(
-        f"wrote {path} ({size:.1f} MiB, dynamic batch); onnxruntime vs PyTorch at batch {CHECK_BATCH}: "
-        f"max |difference| {difference:.3g} (allowed {args.atol:g})"
+        f"wrote {path} ({size:.1f} MiB, float32, dynamic batch; {note}); onnxruntime vs PyTorch at batch "
+        f"{CHECK_BATCH}: max |difference| {difference:.3g} (allowed {args.atol:g})"
     )
     return difference
 

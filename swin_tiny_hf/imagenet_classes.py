@@ -10,6 +10,7 @@ that a config can store them beside the names (`SwinTinyConfig.wordnet_ids`).
 from __future__ import annotations
 
 import re
+from collections import Counter
 from functools import cache
 from pathlib import Path
 
@@ -61,7 +62,16 @@ def readable_label_names(names: list[str]) -> tuple[list[str], list[str] | None]
 
 
 def label_config(names: list[str]) -> dict:
-    """The config fields of a label set: id2label and label2id with readable names, and the WordNet ids."""
+    """The config fields of a label set: id2label and label2id with readable names, and the WordNet ids (None where
+    the names are no WordNet ids: given to `from_pretrained`, that drops the starting checkpoint's ids too).
+
+    The names must be unique: label2id maps each name back to its one class index."""
+    repeated = sorted(name for name, count in Counter(names).items() if count > 1)
+    if repeated:
+        raise ValueError(
+            f"label names must be unique (label2id maps each back to its class index), but {repeated} appear more "
+            f"than once among the {len(names)} names."
+        )
     readable, wordnet_ids = readable_label_names(names)
     return {
         "id2label": dict(enumerate(readable)),

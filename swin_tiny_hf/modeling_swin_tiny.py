@@ -35,16 +35,20 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.utils import logging
 
 try:  # transformers >= 5.x keeps it at the top level; the older path warns
     from transformers.backbone_utils import BackboneMixin
 except ImportError:  # pragma: no cover
     from transformers.utils.backbone_utils import BackboneMixin
 
-from .configuration_swin_tiny import SwinTinyConfig
+from .configuration_swin_tiny import PROBLEM_TYPES, SwinTinyConfig
 from .windows import relative_position_index, shift_attention_mask
 
+logger = logging.get_logger(__name__)
+
 ATTENTION_IMPLEMENTATIONS = ("sdpa", "eager")
+IGNORE_INDEX = -100  # a class id that adds no loss (transformers' convention; Trainer does not count it either)
 # Written into every saved config.json: any folder we save opens with each of these Auto classes, as
 # remote code where this package is not installed (transformers itself writes only the saved class's).
 AUTO_MAP = {
@@ -167,11 +171,6 @@ class WindowAttention(nn.Module):
         self.proj_dropout = nn.Dropout(config.hidden_dropout_prob)
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
         self.register_buffer("relative_position_index", relative_position_index(window), persistent=False)
-        self._mask_cache: tuple[tuple, torch.Tensor] | None = None  # (key, mask), see attention_mask
-
-    def train(self, mode: bool = True) -> WindowAttention:
-        self._mask_cache = None  # a new phase: the table may change next (see attention_mask)
-        return super().train(mode)
 
     def relative_position_bias(self) -> torch.Tensor:
         """(heads, M*M, M*M): the learned bias of each token pair, looked up by relative offset."""
@@ -179,47 +178,21 @@ class WindowAttention(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]  # (N*N, heads)
         return bias.view(n, n, self.num_heads).permute(2, 0, 1)  # (heads, N, N)
 
-    def attention_mask(
-        self, shift_mask: torch.Tensor | None, dtype: torch.dtype, map_size: tuple[int, int]
-    ) -> torch.Tensor:
+    def attention_mask(self, shift_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
         """The one additive mask of this block: relative position bias, plus the shift mask for SW-MSA.
 
-        Returns (1, heads, N, N) for W-MSA, (1, nW*heads, N, N) for SW-MSA, in `dtype`. While no gradient
-        flows to the bias table (inference, frozen table), the mask is built once and reused until the
-        table, its device, the dtype or the (padded) map size of a shifted block changes; in training it is rebuilt
-        every call, so gradients reach the table.
-
-        The table's version counter does not see every change: fused optimizers (AdamW(fused=True)) update
-        parameters in place without bumping it. So a forward that lets gradients reach the table, and any
-        switch between train() and eval(), drop the cached mask: an optimizer can only have changed the
-        table after such a forward.
+        Returns (1, heads, N, N) for W-MSA, (1, nW*heads, N, N) for SW-MSA, in `dtype`. Built on every call
+        from the bias table as it is now, never cached: a cache keyed on the table goes stale when weights
+        change without bumping its version (writes through `.data`, fused optimizers), and building the mask
+        is a few small ops: 1-2% of a batch-64 forward at 64 px measured on two shared cores, where caching it
+        changed throughput by less than the noise (benchmarks/cache_worth.py).
         """
-        table = self.relative_position_bias_table
-        gradients_flow = torch.is_grad_enabled() and table.requires_grad
-        if gradients_flow and not torch.compiler.is_compiling():
-            self._mask_cache = None
-        cacheable = not gradients_flow and not torch.compiler.is_compiling()
-        if cacheable:
-            # inference_mode makes inference tensors, which a later graph with autograd must not save.
-            key = (
-                table.device,
-                table.data_ptr(),
-                table._version,
-                dtype,
-                None if shift_mask is None else map_size,  # a shifted block's mask is a function of the map size
-                torch.is_inference_mode_enabled(),
-            )
-            if self._mask_cache is not None and self._mask_cache[0] == key:
-                return self._mask_cache[1]
         bias = self.relative_position_bias()  # (heads, N, N)
         if shift_mask is None:
             mask = bias.unsqueeze(0)  # (1, heads, N, N)
         else:
             mask = (shift_mask.unsqueeze(1) + bias.unsqueeze(0)).flatten(0, 1).unsqueeze(0)  # (1, nW*heads, N, N)
-        mask = mask.to(dtype)
-        if cacheable:
-            self._mask_cache = (key, mask)
-        return mask
+        return mask.to(dtype)
 
     def forward(
         self, x: torch.Tensor, shift_mask: torch.Tensor | None = None, output_attentions: bool = False
@@ -245,7 +218,7 @@ class WindowAttention(nn.Module):
         else:
             # Each window has its own mask: group windows with heads so one 4-D mask broadcasts over the batch.
             q, k, v = qkv.flatten(2, 3).unbind(0)  # each (B, nW*heads, N, d)
-        mask = self.attention_mask(shift_mask, q.dtype, (H, W))  # (1, heads or nW*heads, N, N)
+        mask = self.attention_mask(shift_mask, q.dtype)  # (1, heads or nW*heads, N, N)
         dropout = self.attention_dropout if self.training else 0.0
 
         implementation = self.config._attn_implementation or "sdpa"
@@ -350,11 +323,10 @@ class SwinStage(nn.Module):
     resolution at `config.image_size`. Maps of other sizes are padded to a multiple of it, never clipped. The
     shifted blocks shift by window // 2 where the map is larger than one window, else not at all: the rule of
     the original Swin and of transformers' Swin, taken for each input size (at `config.image_size` it gives
-    `config.stage_shifts`). The shift mask of the config's size is a non-persistent buffer; masks of other
-    (padded) sizes are built on first use and cached per size and device.
+    `config.stage_shifts`). The shift mask of the config's size is a non-persistent buffer (a function of sizes
+    alone); masks of other (padded) sizes are built on each forward, on the input's device (a few small ops:
+    benchmarks/cache_worth.py measures them with the attention masks).
     """
-
-    MAX_CACHED_MASKS = 16  # masks of other sizes kept per stage (detection inputs come in a few sizes)
 
     def __init__(self, config: SwinTinyConfig, index: int, drop_path_rates: list[float]):
         super().__init__()
@@ -380,15 +352,14 @@ class SwinStage(nn.Module):
             )
         else:
             self.shift_mask = None
-        self._other_masks: dict[tuple, torch.Tensor] = {}  # (Hp, Wp, device) -> (nW, N, N)
 
     def shift_for(self, height: int, width: int) -> int:
         """Shift of the SW-MSA blocks on a height x width map: window // 2, or 0 where one window covers it."""
         return self.window // 2 if min(height, width) > self.window else 0
 
-    def build_shift_mask(self, height: int, width: int) -> torch.Tensor:
-        """(nW, N, N) for a map padded to height x width (multiples of the window)."""
-        return shift_attention_mask(height, width, self.window, self.shift_for(height, width))
+    def build_shift_mask(self, height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
+        """(nW, N, N) for a map padded to height x width (multiples of the window), on `device`."""
+        return shift_attention_mask(height, width, self.window, self.shift_for(height, width), device)
 
     def shift_mask_for(self, height: int, width: int, device: torch.device) -> torch.Tensor | None:
         """The shift mask of a height x width map (before padding), or None where the blocks do not shift."""
@@ -397,14 +368,7 @@ class SwinStage(nn.Module):
         Hp, Wp = math.ceil(height / self.window) * self.window, math.ceil(width / self.window) * self.window
         if (Hp, Wp) == (self.resolution, self.resolution) and self.shift_mask is not None:
             return self.shift_mask
-        if torch.compiler.is_compiling():
-            return self.build_shift_mask(Hp, Wp).to(device)
-        key = (Hp, Wp, device)
-        if key not in self._other_masks:
-            if len(self._other_masks) >= self.MAX_CACHED_MASKS:
-                self._other_masks.pop(next(iter(self._other_masks)))  # the oldest
-            self._other_masks[key] = self.build_shift_mask(Hp, Wp).to(device)
-        return self._other_masks[key]
+        return self.build_shift_mask(Hp, Wp, device)
 
     def forward(
         self, hidden_states: torch.Tensor, output_attentions: bool = False
@@ -617,58 +581,99 @@ class SwinTinyModel(SwinTrunk, SwinTinyPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
+def infer_problem_type(labels: torch.Tensor, num_labels: int) -> str:
+    """transformers' rule for `config.problem_type=None` (`ForSequenceClassificationLoss`), to the dtype: one
+    label is regression; int64 or int32 labels are class ids; anything else (float, other integer dtypes) is
+    multi-label targets."""
+    if num_labels == 1:
+        return "regression"
+    if labels.dtype in (torch.long, torch.int):
+        return "single_label_classification"
+    return "multi_label_classification"
+
+
 def classification_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
-    config: SwinTinyConfig,
+    problem_type: str,
     num_items_in_batch: int | torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Loss for the classifier head.
+    """Loss of the classifier head, as transformers' `ForSequenceClassificationLoss` computes it, and where
+    that one raises or broadcasts, a ValueError or one of this project's extras.
 
-    - integer labels (B,): cross-entropy;
-    - float labels (B, num_labels) (soft targets, e.g. from Mixup/CutMix): soft-target cross-entropy;
-    - problem_type "multi_label_classification": BCE with logits on float (B, num_labels);
-    - problem_type "regression": mean squared error.
+    logits: (B, K). By problem type:
+    - "regression": mean squared error; labels (B,) or (B, 1) when K = 1, else (B, K); any numeric dtype.
+    - "single_label_classification": cross-entropy on integer class ids (B,) or (B, 1) in [0, K), where
+      -100 adds nothing (transformers' ignore index); or, an extra, float soft targets (B, K) (Mixup, CutMix,
+      label smoothing): the soft-target cross-entropy -sum_k t_k log p_k per sample.
+    - "multi_label_classification": binary cross-entropy with logits on (B, K) targets, float or integer.
+    Computed in float32 whatever the logits' dtype (bf16 autocast).
 
-    Without `num_items_in_batch` the loss is the mean over the batch (over label entries for BCE and
-    MSE). With it, as transformers' Trainer passes it under gradient accumulation, the loss is the
-    batch's summed loss divided by the items of the whole accumulated step, so that the micro-batches'
-    gradients add up to the full batch's. Items are counted as Trainer counts them, as label entries:
-    samples for class ids; samples x num_labels for (B, num_labels) targets, of which a soft-target
-    cross-entropy counts one per sample.
-
-    transformers' `ForSequenceClassificationLoss` would read float labels as multi-label and also
-    writes `problem_type` into the config; neither is wanted here.
+    Without `num_items_in_batch` the loss is the mean over its terms (samples; label entries for MSE and
+    BCE), as transformers'. With it, as transformers' Trainer passes it under gradient accumulation, the loss
+    is the batch's summed loss divided by the items of the whole accumulated step, so that the micro-batches'
+    gradients add up to the full batch's; an extra for regression and multi-label, where transformers' loss
+    ignores it. Items are counted as Trainer counts them, label entries that are not -100: samples for class
+    ids; B x K for (B, K) targets, of which a soft-target cross-entropy counts one term per sample.
     """
-    num_labels = config.num_labels
+    if problem_type not in PROBLEM_TYPES:
+        raise ValueError(f"problem_type must be one of {PROBLEM_TYPES}, got {problem_type!r}.")
+    batch, num_labels = logits.shape
     labels = labels.to(logits.device)
+    logits = logits.float()
     entries_per_term = 1  # label entries that one term of `losses` stands for
-    if config.problem_type == "regression":
-        losses = F.mse_loss(
-            logits.squeeze(-1) if num_labels == 1 else logits, labels.to(logits.dtype), reduction="none"
-        )
-    elif config.problem_type == "multi_label_classification":
+    if problem_type == "regression":
+        if num_labels == 1 and labels.shape in ((batch,), (batch, 1)):
+            logits, labels = logits.view(batch), labels.reshape(batch)  # (B, 1) -> (B,): never a (B, B) broadcast
+        elif labels.shape != logits.shape:
+            expected = f"({batch},) or ({batch}, 1)" if num_labels == 1 else str((batch, num_labels))
+            raise ValueError(f"regression labels must have shape {expected}, got {tuple(labels.shape)}.")
+        losses = F.mse_loss(logits, labels.float(), reduction="none")
+    elif problem_type == "multi_label_classification":
         if labels.shape != logits.shape:
-            raise ValueError(f"multi-label labels must have shape {tuple(logits.shape)}, got {tuple(labels.shape)}.")
-        losses = F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype), reduction="none")
+            raise ValueError(
+                f"multi-label labels must have shape (batch, num_labels) = {(batch, num_labels)}, got "
+                f"{tuple(labels.shape)}; class ids are int64 (or int32): problem_type=None reads other dtypes as "
+                "multi-label targets, as transformers does."
+            )
+        losses = F.binary_cross_entropy_with_logits(logits, labels.float(), reduction="none")
     elif labels.is_floating_point():
         if labels.shape != logits.shape:
             raise ValueError(
-                f"soft-target labels must have shape (batch, num_labels) = {tuple(logits.shape)}, "
-                f"got {tuple(labels.shape)}."
+                f"soft-target labels must have shape (batch, num_labels) = {(batch, num_labels)}, got "
+                f"{tuple(labels.shape)}; class ids must be an integer tensor of shape ({batch},)."
             )
-        losses = F.cross_entropy(logits.float(), labels.float(), reduction="none")  # (B,)
+        losses = F.cross_entropy(logits, labels.float(), reduction="none")  # (B,)
         entries_per_term = num_labels
     else:
-        if labels.shape != logits.shape[:1]:
-            raise ValueError(f"class-id labels must have shape ({logits.shape[0]},), got {tuple(labels.shape)}.")
-        if labels.numel() and (labels.min() < 0 or labels.max() >= num_labels):
-            low, high = int(labels.min()), int(labels.max())
-            raise ValueError(f"class-id labels must lie in [0, {num_labels}), got values from {low} to {high}.")
-        losses = F.cross_entropy(logits.float(), labels, reduction="none")  # (B,)
+        if labels.shape not in ((batch,), (batch, 1)) or labels.dtype == torch.bool:
+            raise ValueError(
+                f"class-id labels must be integers of shape ({batch},) or ({batch}, 1), got {labels.dtype} of shape "
+                f"{tuple(labels.shape)}."
+            )
+        labels = labels.reshape(batch).long()  # (B,)
+        counted = labels != IGNORE_INDEX
+        wrong = counted & ((labels < 0) | (labels >= num_labels))
+        if wrong.any():
+            raise ValueError(
+                f"class-id labels must lie in [0, {num_labels}) or be {IGNORE_INDEX} (ignored), got "
+                f"{sorted(set(labels[wrong].tolist()))}."
+            )
+        losses = F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX, reduction="none")  # (B,), 0 if ignored
+        if num_items_in_batch is None:
+            return losses.sum() / counted.sum()  # the mean over counted labels: F.cross_entropy's (NaN if none)
     if num_items_in_batch is None:
         return losses.mean()
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(losses.device)
     return losses.sum() / (num_items_in_batch / entries_per_term)
+
+
+def looks_like_soft_targets(labels: torch.Tensor, num_labels: int) -> bool:
+    """Float (B, num_labels) rows of probabilities: what Mixup, CutMix and label smoothing make."""
+    if not labels.is_floating_point() or labels.ndim != 2 or labels.shape[1] != num_labels or num_labels < 2:
+        return False
+    return bool(((labels >= 0).all() & (labels.sum(-1) - 1).abs().lt(1e-3).all()).item())
 
 
 class SwinTinyForImageClassification(SwinTinyPreTrainedModel):
@@ -706,7 +711,11 @@ class SwinTinyForImageClassification(SwinTinyPreTrainedModel):
         Args:
             pixel_values: (B, C_in, H, W), normalised by the model's image processor (which resizes to
                 `config.image_size`, the size the classifier was trained at); any H and W run.
-            labels: (B,) class ids, or (B, num_labels) float targets; see `classification_loss`.
+            labels: by `config.problem_type` (see `classification_loss`): class ids (B,), or float soft targets
+                (B, num_labels) for Mixup/CutMix, for "single_label_classification"; (B, num_labels) targets for
+                "multi_label_classification"; values (B,) or (B, num_labels) for "regression". Where
+                `problem_type` is None, these first labels set it as transformers' models do: regression if
+                num_labels == 1, else single-label for int64/int32 labels, else multi-label.
             num_items_in_batch: label entries in the whole accumulated step (what transformers' Trainer passes
                 under gradient accumulation); the loss is then summed over the batch and divided by it.
         """
@@ -721,7 +730,19 @@ class SwinTinyForImageClassification(SwinTinyPreTrainedModel):
         logits = self.classifier(outputs.pooler_output)  # (B, num_labels)
         loss = None
         if labels is not None:
-            loss = classification_loss(logits, labels, self.config, num_items_in_batch)
+            if self.config.problem_type is None:
+                # As transformers' models: the first labels decide, and the choice is kept (and saved) in the config.
+                self.config.problem_type = infer_problem_type(labels, self.config.num_labels)
+                if self.config.problem_type == "multi_label_classification" and looks_like_soft_targets(
+                    labels, self.config.num_labels
+                ):
+                    logger.warning(
+                        "Float labels whose rows sum to 1 were read as multi-label targets (binary cross-entropy), "
+                        "transformers' rule where config.problem_type is None. For soft targets (Mixup, CutMix, "
+                        "label smoothing) set problem_type='single_label_classification': a soft-target "
+                        "cross-entropy."
+                    )
+            loss = classification_loss(logits, labels, self.config.problem_type, num_items_in_batch)
         output = ImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )

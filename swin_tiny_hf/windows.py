@@ -49,7 +49,9 @@ def relative_position_index(window: int) -> torch.Tensor:
     return offsets[0] * (2 * window - 1) + offsets[1]  # (M*M, M*M)
 
 
-def shift_attention_mask(height: int, width: int, window: int, shift: int) -> torch.Tensor:
+def shift_attention_mask(
+    height: int, width: int, window: int, shift: int, device: torch.device | str | None = None
+) -> torch.Tensor:
     """Additive attention mask of the shifted-window blocks (SW-MSA) on a height x width map.
 
     After the feature map is rolled by -shift on both axes, the windows along the bottom and right
@@ -59,15 +61,15 @@ def shift_attention_mask(height: int, width: int, window: int, shift: int) -> to
     the window (inputs of any size) takes the mask of its padded size, as the original Swin does.
 
     Returns:
-        (nW, M*M, M*M) float32 with 0 where attention is allowed and -inf where it is not,
-        nW = (height / M) * (width / M).
+        (nW, M*M, M*M) float32 on `device` (built there: no host-to-device copy) with 0 where attention is
+        allowed and -inf where it is not, nW = (height / M) * (width / M).
     """
     if not 0 < shift < window <= min(height, width) or height % window or width % window:
         raise ValueError(
             f"need 0 < shift < window <= min(height, width) and height, width multiples of window, got "
             f"shift={shift}, window={window}, height={height}, width={width}"
         )
-    region = torch.zeros(1, height, width, 1)
+    region = torch.zeros(1, height, width, 1, device=device)
     bounds = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
     label = 0
     for rows in bounds:
@@ -76,4 +78,4 @@ def shift_attention_mask(height: int, width: int, window: int, shift: int) -> to
             label += 1
     region_windows = window_partition(region, window).squeeze(-1)  # (nW, M*M)
     different = region_windows[:, :, None] != region_windows[:, None, :]  # (nW, M*M, M*M)
-    return torch.zeros(different.shape).masked_fill(different, float("-inf"))
+    return torch.zeros(different.shape, device=device).masked_fill(different, float("-inf"))

@@ -85,6 +85,32 @@ def test_integer_labels_share_one_label_set_and_bad_ids_name_their_row(tmp_path)
     assert load_image_dataset(str(tmp_path / "wide"))["validation"].features["label"].num_classes == 8
 
 
+def test_integer_training_labels_need_integer_labels_train_has_in_every_split(tmp_path):
+    """Integer ids cannot be matched to class names, and an id only validation has is a class never trained."""
+    DatasetDict(train=split([0, 1, 0, 1]), validation=split(["cat", "dog"], dtype="string")).save_to_disk(
+        tmp_path / "mixed"
+    )
+    with pytest.raises(
+        ValueError, match=r"split 'train' holds integer class ids but split 'validation' holds class names: "
+    ):
+        load_image_dataset(str(tmp_path / "mixed"))
+    DatasetDict(train=split([0, 1, 0, 1]), validation=split([0, 1], names=["cat", "dog"])).save_to_disk(
+        tmp_path / "classlabel"
+    )
+    with pytest.raises(ValueError, match=r"split 'validation' holds a ClassLabel of class names"):
+        load_image_dataset(str(tmp_path / "classlabel"))
+    DatasetDict(train=split([0, 1, 0, 3]), validation=split([0, 2, 1, 5, 2])).save_to_disk(tmp_path / "unseen")
+    with pytest.raises(
+        ValueError,
+        match=r"split 'validation' has 2 class id\(s\) that split 'train' lacks: \[2, 5\] \(2\), in 3 rows "
+        r"\(the first: row 1\)",
+    ):
+        load_image_dataset(str(tmp_path / "unseen"))
+    DatasetDict(train=split([0, -1, 1]), validation=split([0, 1])).save_to_disk(tmp_path / "missing")
+    with pytest.raises(ValueError, match=r"split 'train' row 1: the label is missing \(-1\)"):
+        load_image_dataset(str(tmp_path / "missing"))
+
+
 def test_string_labels_take_train_names():
     raw = DatasetDict(
         train=split(["dog", "cat", "dog", "cat"], dtype="string"), validation=split(["dog", "dog"], dtype="string")
@@ -212,7 +238,7 @@ def test_training_transform_skips_and_the_collator_reports_bad_images(tmp_path):
     assert [row for row, _ in collated["skipped_images"]] == [2]
     good = [out["pixel_values"][i] for i in (0, 1, 3)]
     assert all(torch.equal(a, b) for a, b in zip(collated["pixel_values"], good))
-    with pytest.raises(BadImageError, match="every image of a training batch is bad"):
+    with pytest.raises(BadImageError, match="every image of a training batch of 1 is bad, so --skip_bad_images has"):
         MixupCutmixCollator(2)([examples[2]])
     record = SkippedImages()
     record.add(collated["skipped_images"])

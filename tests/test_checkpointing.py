@@ -1,26 +1,37 @@
 """Crash safety and retention of checkpoint folders; the training step: non-finite-loss guard, no host syncs."""
 
+import functools
 import json
 import math
 import signal
 import subprocess
 import sys
+import tempfile
+import uuid
 from argparse import Namespace
+from pathlib import Path
 
 import pytest
 import torch
 from accelerate import Accelerator
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 from tqdm.auto import tqdm
 
 from swin_tiny_hf import SwinTinyForImageClassification
 from swin_tiny_hf.training.checkpointing import (
+    ARGS_FILE,
+    RUN_ID_KEY,
+    SEQUENCE_KEY,
     STATE_FILE,
+    checkpoint_name,
     complete_checkpoints,
     find_latest_checkpoint,
     prune_checkpoints,
     replace_folder,
     resolve_checkpoint,
+    save_checkpoint,
 )
 from swin_tiny_hf.training.nonfinite_guard import NonFiniteGuard
 
@@ -63,12 +74,14 @@ def _loop(batches, max_nonfinite_steps=3, logging_steps=1, gradient_accumulation
 
     torch.manual_seed(0)
     accelerator = Accelerator(cpu=True, gradient_accumulation_steps=gradient_accumulation_steps)
-    model = SwinTinyForImageClassification(tiny_config(drop_path_rate=0.0))
+    # soft targets under a soft-target cross-entropy, as train.py's model_config sets it
+    model = SwinTinyForImageClassification(tiny_config(drop_path_rate=0.0, problem_type="single_label_classification"))
     optimizer = optimizer(model) if optimizer else torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     args = Namespace(
         seed=0,
+        per_device_train_batch_size=4,
         max_grad_norm=3.0,
         max_nonfinite_steps=max_nonfinite_steps,
         checkpointing_steps=None,
@@ -77,6 +90,7 @@ def _loop(batches, max_nonfinite_steps=3, logging_steps=1, gradient_accumulation
         checkpoints_total_limit=None,
     )
     state = {"completed_steps": 0, "epoch": 0, "batches_into_epoch": 0, "nonfinite_run": 0, "history": []}
+    state.update(samples_into_epoch=0, samples_seen=0)
     guard = NonFiniteGuard(max_nonfinite_steps, accelerator.device, output_dir="out")
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     try:
@@ -204,6 +218,97 @@ def test_pruning_keeps_the_newest_and_clears_leftovers(tmp_path):
     assert prune_checkpoints(tmp_path, 2) == []
     with pytest.raises(ValueError, match="total_limit must be at least 1"):
         prune_checkpoints(tmp_path, 0)
+
+
+def test_a_name_an_earlier_run_holds_takes_a_suffix_and_a_run_replaces_only_its_own():
+    taken = {"step_8": "first", "step_8-2": "second", "step_12": None}
+    assert checkpoint_name("step_4", taken, "third") == "step_4"
+    assert checkpoint_name("step_8", taken, "third") == "step_8-3"
+    assert checkpoint_name("step_8", taken, "second") == "step_8-2"  # its own: written again in place
+    assert checkpoint_name("step_12", taken, "third") == "step_12-2"  # None: a checkpoint of an unknown run
+    assert checkpoint_name("epoch_8", taken, None) == "epoch_8"
+    with pytest.raises(ValueError, match="a checkpoint is named step_N or epoch_N .* got 'step_8-2'"):
+        checkpoint_name("step_8-2", taken, "third")
+
+
+def test_latest_and_retention_follow_the_write_order_not_the_step_numbers(tmp_path):
+    """A resume to a bigger global batch writes smaller step numbers after bigger ones; checkpoints of today's
+    format (no order recorded) come first, among themselves by the samples they had trained."""
+    for name, steps, global_batch in (("step_3000", 3000, 256), ("step_1700", 1700, 512), ("step_1600", 1600, 512)):
+        _fake_checkpoint(tmp_path / name, steps)
+        (tmp_path / name / ARGS_FILE).write_text(json.dumps({"global_batch_size": global_batch}))
+    assert find_latest_checkpoint(tmp_path) == tmp_path / "step_1700"  # 870,400 samples, step_3000 768,000
+    state = {"completed_steps": 1750, RUN_ID_KEY: "new"}
+    saved = save_checkpoint(_writes_nothing(), tmp_path, "step_1750", state, {}, total_limit=2)
+    assert saved == tmp_path / "step_1750" == find_latest_checkpoint(tmp_path)
+    assert json.loads((saved / STATE_FILE).read_text())[SEQUENCE_KEY] == 1
+    assert [folder.name for _, folder in complete_checkpoints(tmp_path)] == ["step_1700", "step_1750"]
+
+
+@functools.cache
+def _writes_nothing() -> Accelerator:
+    """An accelerator whose save_state only makes the folder: save_checkpoint's naming, order and retention, fast."""
+    accelerator = Accelerator(cpu=True)
+    accelerator.save_state = lambda folder: Path(folder).mkdir(parents=True)
+    return accelerator
+
+
+@st.composite
+def save_histories(draw):
+    """Checkpoints of today's format (steps, global batch), then runs: each a start or a resume from any step (a
+    resume with a bigger batch, or from an older checkpoint, starts lower), with its checkpoint interval, count and
+    --checkpoints_total_limit, step or epoch checkpoints, and maybe its last one written again (a signal during
+    evaluation)."""
+    legacy = draw(
+        st.lists(st.tuples(st.integers(0, 30), st.sampled_from([8, 16, 32])), max_size=3, unique_by=lambda c: c[0])
+    )
+    runs = st.tuples(
+        st.integers(0, 20),
+        st.integers(1, 4),
+        st.integers(1, 5),
+        st.one_of(st.none(), st.integers(1, 4)),
+        st.sampled_from(["step", "epoch"]),
+        st.booleans(),
+    )
+    return legacy, draw(st.lists(runs, min_size=1, max_size=4))
+
+
+@settings(max_examples=50, deadline=None)
+@given(save_histories())
+def test_across_resumes_latest_is_the_last_written_and_retention_keeps_the_newest_written(history):
+    legacy, runs = history
+    accelerator = _writes_nothing()
+    with tempfile.TemporaryDirectory() as directory:
+        folder = Path(directory)
+        for steps, global_batch in legacy:
+            _fake_checkpoint(folder / f"step_{steps}", steps)
+            (folder / f"step_{steps}" / ARGS_FILE).write_text(json.dumps({"global_batch_size": global_batch}))
+        # the expected folders, oldest written first, and the save each one holds (None: today's format)
+        order = [f"step_{steps}" for steps, global_batch in sorted(legacy, key=lambda c: (c[0] * c[1], c[0]))]
+        holds = dict.fromkeys(order)
+        saves = 0
+        for first, every, count, limit, kind, again in runs:
+            run_id, own = uuid.uuid4().hex, set()
+            numbers = [first + every * k for k in range(1, count + 1)]
+            for number in numbers + numbers[-1:] * again:
+                saves += 1
+                before = {p.name for p in folder.iterdir()}
+                state = {"completed_steps": number, RUN_ID_KEY: run_id, "save": saves}
+                name = save_checkpoint(accelerator, folder, f"{kind}_{number}", state, {}, limit).name
+                assert name in (f"{kind}_{number}", *(f"{kind}_{number}-{k}" for k in range(2, 30)))
+                assert name not in before or name in own  # no folder of an earlier run is replaced
+                own.add(name)
+                order = [kept for kept in order if kept != name] + [name]
+                order = order[-limit:] if limit else order
+                holds = {kept: saves if kept == name else holds[kept] for kept in order}
+                assert [f.name for _, f in complete_checkpoints(folder)] == order
+                assert find_latest_checkpoint(folder) == folder / name
+                on_disk = {
+                    f.name: json.loads((f / STATE_FILE).read_text()).get("save")
+                    for _, f in complete_checkpoints(folder)
+                }
+                assert on_disk == holds
+                assert not [p.name for p in folder.iterdir() if p.name.startswith(".")]
 
 
 @pytest.mark.parametrize("kill_at", ["after_renames", "mid_delete"])

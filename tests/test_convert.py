@@ -69,7 +69,7 @@ def test_every_source_key_is_used_or_named(timm_model):
     state_dict = dict(timm_model.state_dict())
     state_dict["layers.0.blocks.0.attn.extra.weight"] = torch.zeros(1)
     state_dict["head.fc.weight_g"] = torch.zeros(1)
-    with pytest.raises(ValueError, match=r"2 timm keys were not used.*extra\.weight.*weight_g"):
+    with pytest.raises(ValueError, match=r"2 keys of the timm checkpoint were not used.*extra\.weight.*weight_g"):
         convert_state_dict(state_dict, "timm")
     with pytest.raises(ValueError, match="source must be one of"):
         convert_state_dict(state_dict, "keras")

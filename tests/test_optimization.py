@@ -6,6 +6,7 @@ from swin_tiny_hf import SwinTinyForImageClassification
 from swin_tiny_hf.training import top_k_accuracy
 from swin_tiny_hf.training.optimization import (
     learning_rate_at,
+    learning_rate_used,
     parameter_groups,
     scaled_learning_rate,
     warmup_cosine_scheduler,
@@ -37,6 +38,21 @@ def test_scheduler_applies_the_pure_function_every_step():
         scheduler.step()
     assert seen == pytest.approx([learning_rate_at(s, 1e-3, 3, 10, 1e-5) for s in range(10)])
     assert seen[-1] == pytest.approx(1e-5) and seen[3] == pytest.approx(1e-3)
+
+
+def test_the_logged_learning_rate_is_the_one_each_step_ran_with():
+    """The run logs learning_rate_used: the rate of the step just done (get_last_lr() is already the next one's)."""
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = warmup_cosine_scheduler(optimizer, warmup_steps=3, total_steps=10, min_lr=1e-5)
+    assert learning_rate_used(scheduler, 0) == pytest.approx(1e-5 * 0 + 1e-3 * 0.01)  # before the first step
+    for completed in range(1, 11):
+        used = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        assert learning_rate_used(scheduler, completed) == pytest.approx(used, rel=1e-12)
+        assert scheduler.get_last_lr()[0] != pytest.approx(used) or completed == 10  # torch's is the next one
+    assert learning_rate_used(scheduler, 10) == pytest.approx(1e-5)  # the last step runs at the minimum
 
 
 def test_no_decay_grouping_by_rule():
@@ -93,10 +109,17 @@ def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(monkeypa
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     for native, expected in ((True, "bf16"), (False, "no")):
         monkeypatch.setattr(train, "native_cpu_bf16", lambda native=native: native)
-        assert train.resolve_mixed_precision("auto") == expected
-    assert train.resolve_mixed_precision("no") == "no"  # an explicit choice always wins
+        assert train.resolve_mixed_precision("auto")[0] == expected
+    assert train.resolve_mixed_precision("no") == ("no", "--mixed_precision no")  # an explicit choice always wins
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp16")  # accelerate launch --mixed_precision fp16
-    assert train.resolve_mixed_precision("auto") == "fp16"
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert train.resolve_mixed_precision("auto") == (
+        "fp16",
+        "--mixed_precision auto: accelerate's launch flags or config say fp16",
+    )
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")  # what accelerate launch sets when not told
-    assert train.resolve_mixed_precision("auto") == "fp16"
+    monkeypatch.setattr(train, "native_cpu_bf16", lambda: True)
+    precision, source = train.resolve_mixed_precision("auto")  # the quick start's case: the log says why bf16
+    assert precision == "bf16" and "accelerate launch passed 'no' (its value when not told)" in source
+    assert "this CPU computes bf16 natively" in source and "train.py --mixed_precision no forces fp32" in source
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert train.resolve_mixed_precision("auto")[0] == "fp16"

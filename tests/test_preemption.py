@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from swin_tiny_hf.training.preemption import PreemptionHandler, parse_signals
+from swin_tiny_hf.training.preemption import Preempted, PreemptionHandler, parse_signals
 
 
 def test_signal_names_parse_and_unhandleable_ones_are_refused():
@@ -44,3 +44,23 @@ def test_a_second_signal_takes_its_default_action_at_once():
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert result.stdout == "recorded SIGTERM\n" and result.returncode == -signal.SIGTERM
+
+
+def test_the_agreed_signal_is_the_recorded_one_and_restore_can_be_called_again():
+    """One process: `agreed_signal` (the last check of an evaluation) answers what was recorded; `restore` runs on
+    every way out of a run, so a second call changes nothing."""
+    previous = signal.getsignal(signal.SIGUSR1)
+    handler = PreemptionHandler([signal.SIGUSR1]).install()
+    try:
+        assert handler.agreed_signal() is None
+        signal.raise_signal(signal.SIGUSR1)
+        assert handler.agreed_signal() is signal.SIGUSR1
+    finally:
+        handler.restore()
+        handler.restore()
+    assert signal.getsignal(signal.SIGUSR1) is previous
+
+
+def test_a_preemption_without_a_checkpoint_says_so():
+    assert str(Preempted("SIGTERM", 15, None)) == "stopped on SIGTERM; no output"
+    assert Preempted("SIGUSR1", 10, "out/step_4").exit_code == 138

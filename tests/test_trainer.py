@@ -26,7 +26,9 @@ NUM_LABELS = len(WORDNET_IDS)
 def folder(tmp_path_factory):
     """A tiny classifier saved as we ship models: weights, config with auto_map, model code, processor."""
     torch.manual_seed(0)
-    model = SwinTinyForImageClassification(tiny_config(num_labels=NUM_LABELS, drop_path_rate=0.0))
+    # single-label: the Mixup case below trains on soft targets, which problem_type=None reads as multi-label
+    config = tiny_config(num_labels=NUM_LABELS, drop_path_rate=0.0, problem_type="single_label_classification")
+    model = SwinTinyForImageClassification(config)
     path = tmp_path_factory.mktemp("remote") / "model"
     save_model_and_processor(model, path)
     return path

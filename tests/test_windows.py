@@ -85,3 +85,11 @@ def test_shifted_block_output_ignores_tokens_of_other_regions():
     expected = torch.zeros(16, 16, dtype=torch.bool)
     expected[0:2, 0:2] = True
     assert torch.equal(changed, expected)
+
+
+def test_shift_mask_is_built_on_the_device_asked_for():
+    """No host-to-device copy on every forward at sizes other than the config's: the mask is made where it is used."""
+    on_cpu = shift_attention_mask(8, 12, 4, 2)
+    on_meta = shift_attention_mask(8, 12, 4, 2, device="meta")
+    assert on_meta.device.type == "meta" and on_meta.shape == on_cpu.shape == (6, 16, 16)
+    assert on_cpu.device.type == "cpu" and on_cpu.dtype == torch.float32

@@ -7,7 +7,9 @@
 - `seeding.py`: per-batch seeds, so that augmentation and mixing replay exactly on resume.
 - `optimization.py`: AdamW parameter groups, the warmup + cosine schedule, learning-rate scaling to the batch.
 - `nonfinite_guard.py`: skipping and counting non-finite-loss steps on the device, without a sync per step.
-- `checkpointing.py`: crash-safe checkpoint folders and their retention.
+- `checkpointing.py`: crash-safe checkpoint folders, their names, write order and retention.
+- `resume_position.py`: where a run stands in its data (in samples), and where a resume with other batch
+  settings goes on from.
 - `model_card.py`: the model card of a saved model folder.
 - `top_k_accuracy.py`: an offline `evaluate` metric.
 - `synthetic_dataset.py`: a generated dataset with Tiny ImageNet's shape in the Hub's layout, for rehearsals.

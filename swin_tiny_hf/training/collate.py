@@ -85,7 +85,15 @@ class MixupCutmixCollator:
         if skipped:
             examples = [e for e in examples if not e.get("bad_image")]
             if not examples:
-                raise BadImageError(f"every image of a training batch is bad: {'; '.join(m for _, m in skipped)}")
+                # Decided: stop. A batch with no image cannot take part in the step every process makes together,
+                # and training it as zeros would count samples that were never seen. A larger batch (or the rows
+                # removed) goes on from the last checkpoint.
+                raise BadImageError(
+                    f"every image of a training batch of {len(skipped)} is bad, so --skip_bad_images has none left to "
+                    f"train on: {'; '.join(m for _, m in skipped)}. Remove those rows from the dataset, or go on "
+                    "from the last checkpoint with a larger batch: --resume_from_checkpoint latest "
+                    "--resume_with_changes --per_device_train_batch_size N"
+                )
         pixel_values = torch.stack([e["pixel_values"] for e in examples])  # (B, 3, H, W)
         labels = torch.tensor([e["labels"] for e in examples], dtype=torch.long)  # (B,)
         targets = smooth_one_hot(labels, self.num_classes, self.label_smoothing)  # (B, K)

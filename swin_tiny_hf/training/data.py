@@ -139,6 +139,10 @@ def _shorten(items: list, limit: int = 8) -> str:
     return f"[{shown}{', ...' if len(items) > limit else ''}] ({len(items)})"
 
 
+# The part of split 'train' held out for validation when a dataset has no validation split of its own.
+DEFAULT_VALIDATION_FRACTION = 0.1
+
+
 def load_image_dataset(
     dataset_name: str | None = DEFAULT_DATASET,
     dataset_config_name: str | None = None,
@@ -146,7 +150,7 @@ def load_image_dataset(
     validation_dir: str | None = None,
     image_column: str = "image",
     label_column: str = "label",
-    validation_fraction: float = 0.1,
+    validation_fraction: float = DEFAULT_VALIDATION_FRACTION,
     seed: int = 0,
     cache_dir: str | None = None,
 ) -> DatasetDict:
@@ -263,11 +267,8 @@ def _label_kind(feature) -> str:
 def unify_labels(splits: dict[str, Dataset], own_names: dict[str, list[str]]) -> dict[str, Dataset]:
     """Every split's labels as ids of one ClassLabel, train's (see the module docstring)."""
     kinds = {name: _label_kind(split.features["label"]) for name, split in splits.items()}
-    if kinds["train"] == "integers" or all(kind == "integers" for kind in kinds.values()):
-        # integer ids: one label set for all splits, wide enough for the largest id anywhere
-        largest = max((max(split["label"], default=-1) for split in splits.values()), default=-1)
-        label_set = ClassLabel(num_classes=max(largest + 1, 1))
-        return {name: _relabel(split, name, None, label_set) for name, split in splits.items()}
+    if kinds["train"] == "integers":
+        return _unify_integer_labels(splits, kinds)
     train_names = _class_names(splits["train"], own_names.get("train"))
     label_set = ClassLabel(names=train_names)
     train_ids = {class_name: index for index, class_name in enumerate(train_names)}
@@ -301,6 +302,40 @@ def unify_labels(splits: dict[str, Dataset], own_names: dict[str, list[str]]) ->
             )
         ids = np.array([train_ids.get(n, -1) for n in names], dtype=np.int64)
         unified[name] = _relabel(split, name, (names, ids), label_set)
+    return unified
+
+
+_KIND_WORDS = {"integers": "integer class ids", "names": "a ClassLabel of class names", "strings": "class names"}
+
+
+def _unify_integer_labels(splits: dict[str, Dataset], kinds: dict[str, str]) -> dict[str, Dataset]:
+    """Training labels that are integer class ids: every split must hold ids too (ids cannot be matched to
+    names), and only ids that train has: a class the model never sees cannot be learnt, and an id beyond train's
+    would silently widen the classifier. The label set is [0, train's largest id]."""
+    for name, kind in kinds.items():
+        if kind != "integers":
+            raise ValueError(
+                f"split 'train' holds {_KIND_WORDS['integers']} but split {name!r} holds {_KIND_WORDS[kind]}: the "
+                "two cannot be matched. Give both splits the same kind of label (class names in both, or the same "
+                "integer ids in both)."
+            )
+    train_labels = column_array(splits["train"], "label").astype(np.int64)
+    check_labels(train_labels, np.iinfo(np.int64).max, "train")  # a missing (-1) training label, named by row
+    label_set = ClassLabel(num_classes=int(train_labels.max(initial=-1)) + 1 or 1)
+    known = np.unique(train_labels)
+    unified = {}
+    for name, split in splits.items():
+        if name != "train":
+            values = column_array(split, "label").astype(np.int64)
+            unknown = np.flatnonzero((values >= 0) & ~np.isin(values, known))
+            if unknown.size:
+                ids = sorted({int(v) for v in values[unknown]})
+                raise ValueError(
+                    f"split {name!r} has {len(ids)} class id(s) that split 'train' lacks: {_shorten(ids)}, in "
+                    f"{unknown.size} rows (the first: row {int(unknown[0])}). A model cannot learn classes it never "
+                    "sees: remove those rows, or add training images of those classes."
+                )
+        unified[name] = _relabel(split, name, None, label_set)
     return unified
 
 

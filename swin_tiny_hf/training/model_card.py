@@ -6,9 +6,11 @@ metrics, model-index results); the template adds the recipe and the figures of t
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "model_card.md"
 
@@ -21,8 +23,17 @@ def render_model_card(
     history: list[dict],
     template_path: str | Path = DEFAULT_TEMPLATE,
     repo_id: str | None = None,
+    base_model: str | None = None,
+    local_path: str | os.PathLike | None = None,
 ) -> ModelCard:
-    """results: eval_accuracy, eval_top5_accuracy, eval_loss, eval_samples (as in all_results.json)."""
+    """results: eval_accuracy, eval_top5_accuracy, eval_loss, eval_samples (as in all_results.json).
+
+    The card's usage code loads `repo_id` (the Hub repository it is pushed to) if given, else `local_path` (the
+    folder, as an absolute path, so that the code works as printed from any directory), else `model_name`.
+    `base_model`: the checkpoint the run started from (a fine-tune), None for a model trained from scratch; the
+    card's metadata names it only where it is a Hub id (the Hub refuses a local path there)."""
+    if repo_id is None and local_path is None:
+        raise ValueError("a model card needs the model's repo_id (once pushed) or local_path to show how to load it")
     template_path = Path(template_path)
     if not template_path.is_file():
         raise ValueError(f"model card template {str(template_path)!r} not found.")
@@ -50,14 +61,27 @@ def render_model_card(
         datasets=[dataset_name],
         metrics=["accuracy"],
         eval_results=eval_results,
+        base_model=base_model if base_model and is_hub_id(base_model) else None,
     )
     return ModelCard.from_template(
         card_data,
         template_path=str(template_path),
         model_name=model_name,
-        repo_id=repo_id or model_name,
+        model_path=repo_id or str(Path(local_path).resolve()),
+        base_model=base_model,
         dataset_name=dataset_name,
         results=results,
         recipe=recipe,
         history=history,
     )
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether `name` reads as a Hub repository id ("user/model", "model") rather than a local folder."""
+    if os.path.exists(name) or name.startswith((".", "/", "~")):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True

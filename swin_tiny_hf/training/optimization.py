@@ -49,6 +49,15 @@ def warmup_cosine_scheduler(
     )
 
 
+def learning_rate_used(scheduler: torch.optim.lr_scheduler.LRScheduler, completed_steps: int) -> float:
+    """The learning rate that optimizer step number `completed_steps` (counted from 1) ran with: the one the run
+    logs and records. torch's `get_last_lr()` after that step's `scheduler.step()` is already the next step's.
+    Before the first step: the first step's rate. `scheduler` may be accelerate's wrapper of a LambdaLR."""
+    inner = getattr(scheduler, "scheduler", scheduler)
+    step = max(completed_steps - 1, 0)
+    return inner.base_lrs[0] * inner.lr_lambdas[0](step)
+
+
 def scaled_learning_rate(lr_base: float, lr_base_size: int, global_batch_size: int, rule: str = "linear") -> float:
     """The peak learning rate for a global batch, from one tuned at lr_base_size (as timm's --lr-base).
 

@@ -2,7 +2,10 @@
 
 - A lock: the main process holds an exclusive `flock` on `<output_dir>/.run.lock` for its whole life. The
   kernel drops it when the process ends, however it ends (SIGKILL included), so a killed run never leaves the
-  folder locked. The file names the holder (host, pid, start, command) for the refusal message.
+  folder locked. The file names the holder (host, pid, start, command) for the refusal message. A run that ends
+  removes the file while it still holds the lock; a run that opened the file just before then locks a file that
+  no path names, so after its `flock` a run checks that the path still names the file it locked, and else
+  starts again with the file the path names now: at no moment do two runs hold the folder.
 - A non-empty folder is refused unless the run resumes (`--resume_from_checkpoint`) or is told to replace it
   (`--overwrite_output_dir`), and nothing in it is touched before that decision.
 
@@ -34,16 +37,20 @@ def lock_output_folder(folder: str | os.PathLike) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     if str(folder.resolve()) in _HELD:
         return
-    descriptor = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.read(descriptor, 4096).decode(errors="replace").strip() or "(unknown)"
-        os.close(descriptor)
-        raise OutputFolderError(
-            f"--output_dir {str(folder)!r} is in use by another run: {holder}. Wait for it to end, stop it, or "
-            "choose another --output_dir."
-        ) from None
+    while True:
+        descriptor = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(descriptor, 4096).decode(errors="replace").strip() or "(unknown)"
+            os.close(descriptor)
+            raise OutputFolderError(
+                f"--output_dir {str(folder)!r} is in use by another run: {holder}. Wait for it to end, stop it, or "
+                "choose another --output_dir."
+            ) from None
+        if _names(folder / LOCK_FILE, descriptor):
+            break
+        os.close(descriptor)  # the run that held it removed the file as it ended: lock the one there now
     holder = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     holder["command"] = " ".join(sys.argv)
     os.ftruncate(descriptor, 0)
@@ -51,8 +58,19 @@ def lock_output_folder(folder: str | os.PathLike) -> None:
     _HELD[str(folder.resolve())] = descriptor
 
 
+def _names(path: Path, descriptor: int) -> bool:
+    """Whether `path` names the open file `descriptor` (and not a newer file, or none)."""
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(descriptor)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
+
+
 def release_output_folder(folder: str | os.PathLike) -> None:
-    """At the end of a run: remove the lock file and drop the lock (a killed run leaves an unlocked file)."""
+    """At the end of a run: remove the lock file, then drop the lock (a killed run leaves an unlocked file). The
+    removal comes first, while the lock is held: a run waiting on this file finds it gone and retries."""
     descriptor = _HELD.pop(str(Path(folder).resolve()), None)
     if descriptor is not None:
         (Path(folder) / LOCK_FILE).unlink(missing_ok=True)
@@ -63,7 +81,8 @@ def prepare_output_folder(folder: str | os.PathLike, resuming: bool, overwrite: 
     """Refuse a folder that holds another run's files unless resuming or overwriting; with overwrite (and not
     resuming), delete them. Returns the names it deleted. Call with the folder's lock held."""
     folder = Path(folder)
-    contents = sorted(p.name for p in folder.iterdir() if p.name != LOCK_FILE)
+    # the names a user knows first, hidden leftovers (a killed run's temporary folders) last
+    contents = sorted((p.name for p in folder.iterdir() if p.name != LOCK_FILE), key=lambda n: (n[0] == ".", n))
     if not contents or resuming:
         return []
     if not overwrite:

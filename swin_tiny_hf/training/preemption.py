@@ -11,6 +11,8 @@ about a millisecond (benchmarks/preemption_cost.py), so with several processes o
 communicates: a signal stops the run within 2 x check_every steps. One process checks its flag at every call.
 
 Data-loader workers ignore these signals (see `ignore_in_worker`): they stop when the main process closes them.
+train.py installs the handler before it locks its folder and restores it on every way out of `main`; an
+--eval_only run asks it between batches too, and stops without writing (`Preempted` with no checkpoint).
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ DEFAULT_SIGNALS = ("SIGTERM", "SIGUSR1")
 
 
 class Preempted(Exception):
-    """The run stopped on a signal after writing a checkpoint; `exit_code` is 128 + the signal's number."""
+    """The run stopped on a signal; `exit_code` is 128 + the signal's number. `checkpoint` is the one written to
+    resume from, or None where the run had nothing to resume (an --eval_only run stops without writing)."""
 
-    def __init__(self, signal_name: str, signal_number: int, checkpoint: str):
-        super().__init__(f"stopped on {signal_name}; checkpoint {checkpoint}")
+    def __init__(self, signal_name: str, signal_number: int, checkpoint: str | None):
+        super().__init__(f"stopped on {signal_name}; " + (f"checkpoint {checkpoint}" if checkpoint else "no output"))
         self.signal_name, self.checkpoint = signal_name, checkpoint
         self.exit_code = 128 + signal_number
 
@@ -98,6 +101,7 @@ class PreemptionHandler:
         return self
 
     def restore(self) -> None:
+        """The handlers from before `install` (idempotent: call it on every way out of a run)."""
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         self._previous = {}
@@ -129,4 +133,20 @@ class PreemptionHandler:
             flag = torch.tensor([number], dtype=torch.int64)
             self._pending = (dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group, async_op=True), flag)
             number = agreed
+        return signal.Signals(number) if number else None
+
+    def agreed_signal(self) -> signal.Signals | None:
+        """The signal that any process has received so far, agreed now: with several processes a blocking
+        all-reduce (after the one in flight), at a point where every process calls it (the end of an evaluation,
+        where the periodic check of `stop_requested` may not have come round yet)."""
+        number = int(self.received) if self.received is not None else 0
+        if self._distributed:
+            if self._pending is not None:
+                work, flag = self._pending
+                work.wait()
+                number = max(number, int(flag.item()))
+                self._pending = None
+            flag = torch.tensor([number], dtype=torch.int64)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX, group=self._group)
+            number = int(flag.item())
         return signal.Signals(number) if number else None

@@ -4,8 +4,8 @@ A checkpoint resumes exactly only with the settings it was written with. A chang
 device, processes, accumulation, epochs or steps, learning rate and schedule, optimiser, augmentation, seed,
 data, model, precision) is refused, naming each setting with its old and new value, unless the user accepts
 it (`--resume_with_changes`). Then the run continues from the same position in *samples* (not optimizer steps:
-a step holds another number of samples once the global batch changes), with the new learning rate and optimiser
-settings applied, and the change is recorded in the checkpoints and the model card.
+a step holds another number of samples once the global batch changes; `resume_position`), with the new learning
+rate and optimiser settings applied, and the change is recorded in the checkpoints and the model card.
 
 Settings that only say where and how the run reports, saves or computes, and leave the numbers it trains with
 alone, may change freely (`FREE_TO_CHANGE`).
@@ -33,6 +33,9 @@ FREE_TO_CHANGE = frozenset(
         "hub_token",
         "dataloader_num_workers",
         "per_device_eval_batch_size",
+        # what is evaluated, not what is trained: the weights resume exactly; the history's validation figures
+        # before and after the change are on different numbers of images (said in the README)
+        "max_eval_samples",
         "cache_dir",
         "eval_only",
         "max_nonfinite_steps",
@@ -82,20 +85,6 @@ def refusal(checkpoint: Path, changes: dict[str, tuple]) -> str:
         f"checkpoint's: {describe_changes(changes)}. Resume with the checkpoint's settings (its args.json), or pass "
         "--resume_with_changes to go on with the new ones from the same number of training samples."
     )
-
-
-def position_in_samples(state: dict, recorded: dict, current: dict) -> dict:
-    """The checkpoint's position (optimizer steps done, micro-batches into the epoch) under the new batch sizes,
-    at the same number of samples. Positions round down to whole optimizer steps."""
-    old_global = recorded["per_device_train_batch_size"] * recorded["num_processes"]
-    new_global = current["per_device_train_batch_size"] * current["num_processes"]
-    old_step = old_global * recorded["gradient_accumulation_steps"]
-    new_step = new_global * current["gradient_accumulation_steps"]
-    samples = state["completed_steps"] * old_step
-    into_epoch = state["batches_into_epoch"] * old_global  # samples of this epoch already trained
-    accumulation = current["gradient_accumulation_steps"]
-    batches = into_epoch // new_global // accumulation * accumulation
-    return {"completed_steps": samples // new_step, "batches_into_epoch": batches, "samples": samples}
 
 
 def apply_optimizer_settings(optimizer, scheduler, args, completed_steps: int) -> None:

@@ -1,0 +1,249 @@
+"""train.py's options in combination, in this process through `train.main(argv)`: a fine-tune at another size that
+ends its run early, model flags on a starting checkpoint, every ranged flag, labels of different kinds, and what the
+end of a run tells its user (the commands it prints are run as printed)."""
+
+import argparse
+import json
+import logging
+import math
+import shlex
+import subprocess
+import sys
+
+import pytest
+import torch
+from accelerate.state import AcceleratorState
+from datasets import Dataset, DatasetDict, Features, Value
+from datasets import Image as ImageFeature
+from huggingface_hub import ModelCard
+from PIL import Image
+
+from swin_tiny_hf import SwinTinyForImageClassification, make_image_processor, save_model_and_processor
+from swin_tiny_hf.training.collate import MixupCutmixCollator
+from swin_tiny_hf.training.optimization import learning_rate_at
+
+import train
+from conftest import tiny_config
+from test_train import ENV, ROOT, SHORT_RUN, TINY_MODEL
+
+# A 32 px starting checkpoint; the fine-tune trains it at 64 px on 32 digits, batch 16: two optimizer steps an
+# epoch, and --max_train_steps 4 ends it after two of --num_train_epochs 50.
+FINE_TUNE = [
+    *"--dataset_name digits --max_train_samples 32 --max_eval_samples 16 --per_device_train_batch_size 16".split(),
+    *"--image_size 64 --max_train_steps 4 --num_train_epochs 50 --warmup_epochs 1 --learning_rate 1e-3".split(),
+    *"--mix_off_first_epochs 0 --mix_off_last_epochs 1 --mixup_prob 1 --cutmix_prob 0".split(),
+]
+
+
+@pytest.fixture(scope="module")
+def fine_tuned(tmp_path_factory):
+    """(start folder, run folder, what the run saw: mixing per epoch, evaluation input sizes, its log)."""
+    folder = tmp_path_factory.mktemp("fine_tune")
+    start = folder / "start"
+    model = SwinTinyForImageClassification(tiny_config(num_labels=10, window_size=4, depths=[2, 2], num_heads=[1, 2]))
+    save_model_and_processor(model, start, make_image_processor(32))
+    seen = {"mixing": {}, "eval_sizes": set()}
+    collate, evaluate = MixupCutmixCollator.__call__, train.evaluate_model
+
+    def recording_collate(self, examples):
+        seen["mixing"][self.epoch] = self.mixing
+        return collate(self, examples)
+
+    def recording_evaluate(model, dataloader, *args, **kwargs):
+        seen["eval_sizes"].update(tuple(batch["pixel_values"].shape[-2:]) for batch in dataloader)
+        return evaluate(model, dataloader, *args, **kwargs)
+
+    handler = ListHandler()
+    logging.getLogger("train").addHandler(handler)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(MixupCutmixCollator, "__call__", recording_collate)
+        patch.setattr(train, "evaluate_model", recording_evaluate)
+        train.main([*FINE_TUNE, "--model_name_or_path", str(start), "--output_dir", str(folder / "run")])
+    logging.getLogger("train").removeHandler(handler)
+    seen["log"] = "\n".join(handler.messages)
+    return start, folder / "run", seen
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    """Each in-process run builds its Accelerator afresh (accelerate keeps one state per process, and refuses a
+    second precision in it), as a new process would."""
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+class ListHandler(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def test_mixing_switches_off_in_the_last_epochs_of_a_run_that_max_train_steps_ends(fine_tuned):
+    """--mix_off_last_epochs counts back from the run's real end (2 epochs), not from --num_train_epochs (50)."""
+    _, run, seen = fine_tuned
+    assert seen["mixing"] == {0: True, 1: False}
+    assert [row["epoch"] for row in json.loads((run / "history.json").read_text())] == [1, 2]
+
+
+def test_a_fine_tune_at_another_size_uses_the_run_size_everywhere(fine_tuned):
+    """The starting checkpoint resizes to 32 px; the run trains at 64: it evaluates at 64, and best/ and the
+    final model save a processor that resizes to 64 beside a config that says 64."""
+    start, run, seen = fine_tuned
+    assert json.loads((start / "preprocessor_config.json").read_text())["size"] == {"height": 32, "width": 32}
+    assert seen["eval_sizes"] == {(64, 64)}
+    for folder in (run, run / "best"):
+        assert json.loads((folder / "config.json").read_text())["image_size"] == 64
+        assert json.loads((folder / "preprocessor_config.json").read_text())["size"] == {"height": 64, "width": 64}
+    assert "its processor resizes to 64 x 64" in seen["log"]
+
+
+def test_the_model_card_says_what_the_run_fine_tuned_and_its_usage_code_runs_as_printed(fine_tuned, tmp_path):
+    start, run, _ = fine_tuned
+    card = ModelCard.load(run / "README.md")
+    assert f"fine-tuned from `{start}` on `digits`" in card.text and "trained from scratch" not in card.text
+    assert card.data.base_model is None  # a local folder is no Hub id: the Hub would refuse it in the metadata
+    code = card.text.split("```python\n", 1)[1].split("```", 1)[0]
+    assert f'model="{run.resolve()}"' in code  # the folder, wherever the code runs from (not "run")
+    Image.new("RGB", (20, 20), (200, 10, 10)).save(tmp_path / "image.jpg")
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "'label'" in result.stdout and "'score'" in result.stdout
+
+
+def test_the_learning_rate_recorded_is_the_one_each_epoch_last_step_ran_with(fine_tuned):
+    """history.json's lr: the rate of the epoch's last optimizer step (steps 2 and 4), not the next step's."""
+    _, run, _ = fine_tuned
+    history = json.loads((run / "history.json").read_text())
+    for row in history:
+        expected = learning_rate_at(row["step"] - 1, 1e-3, warmup_steps=2, total_steps=4, min_lr=5e-6)
+        assert row["lr"] == pytest.approx(expected, rel=1e-9)
+    assert history[-1]["lr"] == pytest.approx(5e-6)  # the last step runs at the minimum
+
+
+def test_the_end_of_a_run_names_the_model_and_commands_that_run_as_printed(fine_tuned, tmp_path):
+    _, run, seen = fine_tuned
+    log = seen["log"]
+    assert f"The final model (weights, config, image processor, model card) is in {run.resolve()}" in log
+    assert f"The best epoch's model is in {run.resolve() / 'best'}" in log
+    commands = {line.split(":", 1)[0].strip(): line.split(":", 1)[1].strip() for line in log.splitlines()[-4:]}
+    assert set(commands) == {"evaluate", "predict", "export", "push"}
+    assert commands["push"].startswith(f"hf upload YOUR_NAME/run {run.resolve() / 'best'}")
+    Image.new("RGB", (20, 20), (10, 200, 10)).save(tmp_path / "digit.png")
+    predict = shlex.split(commands["predict"].replace("IMAGE [IMAGE ...]", str(tmp_path / "digit.png")))
+    printed = subprocess.run(predict, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
+    assert printed.returncode == 0, printed.stderr[-3000:]
+    lines = printed.stdout.splitlines()
+    assert lines[0] == str(tmp_path / "digit.png") and len(lines) == 6  # the file, then its top 5 classes
+    scores = [float(line.split()[0]) for line in lines[1:]]
+    assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1 + 1e-6
+    evaluation = shlex.split(commands["evaluate"])
+    assert evaluation[:2] == [sys.executable, str(ROOT / "train.py")] or evaluation[0] == "python"
+    assert "--max_eval_samples" in evaluation and "--dataset_name" in evaluation
+    results = train.main(evaluation[2:])  # the same flags, in this process
+    final = json.loads((run / "all_results.json").read_text())
+    assert results["eval_samples"] == final["eval_samples"] == 16
+    assert results["eval_accuracy"] == pytest.approx(final["eval_accuracy"])
+    assert results["eval_loss"] == pytest.approx(final["eval_loss"], rel=1e-5)
+
+
+def test_model_flags_on_a_starting_checkpoint_are_validated_as_without_one(fine_tuned, capsys):
+    start = str(fine_tuned[0])
+    for flags in (["--drop_path_rate", "1.5"], ["--window_size", "3"], ["--depths", "2", "2", "2"]):
+        messages = []
+        for starting in ([], ["--model_name_or_path", start]):
+            base = ["--image_size", "32", "--patch_size", "2", "--depths", "2", "2", "--num_heads", "1", "2"]
+            base += ["--window_size", "4"]
+            with pytest.raises(SystemExit) as stopped:
+                train.parse_args([*base, *starting, *flags, "--embed_dim", "16", "--output_dir", "x"])
+            assert stopped.value.code == 2
+            messages.append(capsys.readouterr().err.strip().splitlines()[-1])
+        assert messages[0] == messages[1], flags  # the config's own message, with and without the checkpoint
+    # a valid override on a checkpoint is applied, not dropped: the config a run builds has it
+    args = train.parse_args(["--model_name_or_path", start, "--window_size", "8", "--output_dir", "x"])
+    config = train.model_config(args, [str(d) for d in range(10)])
+    assert config.window_size == [8, 8] and config.image_size == 32 and config.depths == [2, 2]
+
+
+def ranged_flags():
+    """(flag, type, interval) of every flag whose type carries its range."""
+    parser = train.get_args_parser()
+    return [
+        (action.option_strings[0], action.type, action.type.interval)
+        for action in parser._actions
+        if getattr(action.type, "interval", None)
+    ]
+
+
+def test_every_ranged_flag_refuses_values_outside_its_range_at_parse_time(capsys):
+    flags = {flag: interval for flag, _, interval in ranged_flags()}
+    for flag in ("--max_train_steps", "--num_train_epochs", "--per_device_train_batch_size", "--seed", "--lr_base"):
+        assert flag in flags  # --max_train_steps fell through every list before
+    for flag, kind, interval in ranged_flags():
+        low, high = (float(bound) for bound in interval[1:-1].split(","))
+        integer = kind.__name__.startswith("int")
+        outside = [low - 1 if integer else low - 0.5] if interval[0] == "[" else [low]
+        if math.isfinite(high):
+            outside.append(high + 1 if interval[-1] == "]" else high)
+        inside = low if interval[0] == "[" else (low + 1 if integer else (low + min(high, low + 1)) / 2)
+        for value in outside:
+            shown = str(int(value)) if integer else str(value)
+            with pytest.raises(SystemExit):
+                train.parse_args([flag, shown, "--output_dir", "x"])
+            message = capsys.readouterr().err
+            assert f"argument {flag}: expected " in message and f", got {shown}" in message, (flag, message)
+        if integer:
+            with pytest.raises(SystemExit):
+                train.parse_args([flag, "1.5", "--output_dir", "x"])
+            assert f"argument {flag}: expected an integer, got '1.5'" in capsys.readouterr().err
+        else:
+            with pytest.raises(SystemExit):
+                train.parse_args([flag, "nan", "--output_dir", "x"])
+            assert f"argument {flag}: expected a finite number, got 'nan'" in capsys.readouterr().err
+        value = str(int(inside)) if integer else str(inside)
+        if flag not in ("--mixup_prob", "--cutmix_prob", "--min_learning_rate"):  # rules between flags
+            assert isinstance(train.parse_args([flag, value, "--output_dir", "x"]), argparse.Namespace)
+    for value, rule in (("0", "an integer of at least 1"), ("-3", "an integer of at least 1")):
+        with pytest.raises(SystemExit):
+            train.parse_args(["--max_train_steps", value, "--output_dir", "x"])
+        assert f"argument --max_train_steps: expected {rule}, got {value}" in capsys.readouterr().err
+
+
+def test_integer_training_labels_and_string_validation_labels_stop_cleanly(tmp_path, caplog):
+    image = Image.new("RGB", (8, 8))
+    features = {"image": ImageFeature()}
+    DatasetDict(
+        train=Dataset.from_dict(
+            {"image": [image] * 4, "label": [0, 1, 0, 1]}, features=Features(features, label=Value("int64"))
+        ),
+        validation=Dataset.from_dict(
+            {"image": [image] * 2, "label": ["cat", "dog"]}, features=Features(features, label=Value("string"))
+        ),
+    ).save_to_disk(tmp_path / "data")
+    with caplog.at_level(logging.ERROR, logger="train"), pytest.raises(SystemExit) as stopped:
+        train.main(["--dataset_name", str(tmp_path / "data"), *TINY_MODEL, "--output_dir", str(tmp_path / "run")])
+    assert stopped.value.code == 1
+    assert "split 'train' holds integer class ids but split 'validation' holds class names" in caplog.text
+
+
+def test_validation_fraction_of_a_dataset_with_its_own_split_is_said_to_be_unused(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="train"):
+        train.main([*SHORT_RUN, *TINY_MODEL, "--validation_fraction", "0.3", "--output_dir", str(tmp_path)])
+    assert "--validation_fraction 0.3 is not used: the dataset has its own validation split 'validation'" in (
+        caplog.text
+    )
+
+
+def test_the_log_says_where_the_precision_came_from(tmp_path, caplog, monkeypatch):
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")  # what `accelerate launch` passes when not told
+    monkeypatch.setattr(train, "native_cpu_bf16", lambda: False)
+    with caplog.at_level(logging.INFO, logger="train"):
+        train.main([*SHORT_RUN, *TINY_MODEL, "--output_dir", str(tmp_path)])
+    assert "precision: fp32 (--mixed_precision auto: accelerate launch passed 'no' (its value when not told)" in (
+        caplog.text
+    )
+    assert torch.get_autocast_dtype("cpu") is not None  # (autocast state untouched by the run)
