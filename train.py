@@ -72,6 +72,7 @@ from swin_tiny_hf.training.optimization import (
     learning_rate_at,
     learning_rate_used,
     parameter_groups,
+    rescale_partial_step,
     scaled_learning_rate,
     warmup_cosine_scheduler,
 )
@@ -538,6 +539,7 @@ def train_one_epoch(
     # every micro-batch is full (drop_last): its samples across processes, counted on the host (resume_position)
     samples_per_micro_batch = args.per_device_train_batch_size * accelerator.num_processes
     data_seconds = 0.0
+    micro_batches_in_step = 0
     start = waiting = time.perf_counter()
     for batch in dataloader:
         data_seconds += time.perf_counter() - waiting
@@ -557,7 +559,10 @@ def train_one_epoch(
             outputs = model(pixel_values=batch["pixel_values"], labels=batch["labels"])
             finite = guard.observe(outputs.loss)  # a device bool
             accelerator.backward(outputs.loss)
+            micro_batches_in_step += 1
             if accelerator.sync_gradients:
+                rescale_partial_step(model, micro_batches_in_step, accelerator.gradient_accumulation_steps)
+                micro_batches_in_step = 0
                 if args.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 guard.arm(optimizer, accelerator)  # a non-finite loss anywhere skips this step, on the device

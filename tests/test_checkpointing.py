@@ -68,7 +68,15 @@ def test_replace_folder_swaps_in_the_new_one_and_leaves_nothing_behind(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best"]
 
 
-def _loop(batches, max_nonfinite_steps=3, logging_steps=1, gradient_accumulation_steps=1, optimizer=None):
+def _loop(
+    batches,
+    max_nonfinite_steps=3,
+    logging_steps=1,
+    gradient_accumulation_steps=1,
+    optimizer=None,
+    max_grad_norm=3.0,
+    as_loader=False,
+):
     """train.train_one_epoch on a tiny model, as train.py sets it up: fused AdamW, the non-finite guard."""
     import train
 
@@ -79,10 +87,12 @@ def _loop(batches, max_nonfinite_steps=3, logging_steps=1, gradient_accumulation
     optimizer = optimizer(model) if optimizer else torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    if as_loader:  # a prepared DataLoader: accelerate then knows where the epoch ends (and closes its last step)
+        batches = accelerator.prepare(torch.utils.data.DataLoader(batches, batch_size=None))
     args = Namespace(
         seed=0,
         per_device_train_batch_size=4,
-        max_grad_norm=3.0,
+        max_grad_norm=max_grad_norm,
         max_nonfinite_steps=max_nonfinite_steps,
         checkpointing_steps=None,
         logging_steps=logging_steps,
@@ -197,6 +207,30 @@ def test_the_schedule_steps_once_per_optimizer_step_under_accumulation():
     )
     assert state["completed_steps"] == 3 and scheduler.scheduler.last_epoch == 3
     assert all(float(s["step"]) == 3 for s in optimizer.optimizer.state.values())
+
+
+def test_an_epoch_s_last_step_with_fewer_micro_batches_takes_their_mean_gradient():
+    """5 micro-batches at accumulation 3: the second step holds 2, and its gradient is their mean (accelerate alone
+    divided each loss by 3, giving 2/3 of it). Plain SGD without clipping makes the update the gradient itself."""
+    batches = [_batch(False, i) for i in range(5)]
+    sgd = lambda model: torch.optim.SGD(model.parameters(), lr=0.5, fused=True)  # noqa: E731
+    _, state, _, (optimizer, _) = _loop(
+        batches, gradient_accumulation_steps=3, optimizer=sgd, max_grad_norm=0.0, as_loader=True
+    )
+    assert state["completed_steps"] == 2
+    torch.manual_seed(0)  # the reference: the same model, two plain steps on the means
+    reference = SwinTinyForImageClassification(
+        tiny_config(drop_path_rate=0.0, problem_type="single_label_classification")
+    )
+    reference_optimizer = torch.optim.SGD(reference.parameters(), lr=0.5)
+    for group in (batches[:3], batches[3:]):
+        loss = sum(reference(**batch).loss for batch in group) / len(group)
+        loss.backward()
+        reference_optimizer.step()
+        reference_optimizer.zero_grad()
+    trained = [p for group in optimizer.param_groups for p in group["params"]]
+    for expected, got in zip(reference.parameters(), trained):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
 
 
 def _fake_checkpoint(folder, steps):

@@ -248,6 +248,8 @@ def test_two_cpu_processes_count_every_validation_sample_once(uninterrupted, tmp
     assert single["eval_samples"] == 37
     assert single["eval_accuracy"] == results["eval_accuracy"]
     assert single["eval_top5_accuracy"] == results["eval_top5_accuracy"]
+    # and the loss, which any other weights (a trunk initialised afresh, say) would change
+    assert single["eval_loss"] == pytest.approx(results["eval_loss"], rel=1e-5)
 
 
 def test_tiny_imagenet_shaped_dataset_runs_end_to_end(tmp_path):
@@ -390,24 +392,6 @@ def test_readme_quickstart_reaches_95_percent_on_digits(tmp_path):
     assert config["embed_dim"] == 96 and config["depths"] == [2, 2, 6, 2]  # the default Swin-T
     assert results["eval_samples"] == 360
     assert results["best_eval_accuracy"] >= 0.95, results
-
-
-def test_tracking_to_tensorboard_and_bf16_autocast_on_cpu(tmp_path):
-    train(
-        *SHORT_RUN,
-        *TINY_MODEL,
-        "--with_tracking",
-        "--report_to",
-        "tensorboard",
-        "--mixed_precision",
-        "bf16",
-        "--output_dir",
-        str(tmp_path),
-    )
-    assert list(tmp_path.rglob("events.out.tfevents.*"))
-    assert "| mixed_precision | bf16 |" in (tmp_path / "best" / "README.md").read_text()
-    history = json.loads((tmp_path / "history.json").read_text())
-    assert all(math.isfinite(history[0][k]) for k in ("train_loss", "val_loss"))
 
 
 def test_torch_compile_run_saves_plain_loadable_weights(tmp_path):

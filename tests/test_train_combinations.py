@@ -247,3 +247,20 @@ def test_the_log_says_where_the_precision_came_from(tmp_path, caplog, monkeypatc
         caplog.text
     )
     assert torch.get_autocast_dtype("cpu") is not None  # (autocast state untouched by the run)
+
+
+def test_tracking_to_tensorboard_and_bf16_autocast_on_cpu(tmp_path):
+    """bf16 really runs the arithmetic in bf16: the same run in fp32 gives close but other losses."""
+    losses = {}
+    for precision in ("bf16", "no"):
+        folder = tmp_path / precision
+        flags = ["--with_tracking", "--report_to", "tensorboard"] if precision == "bf16" else []
+        train.main([*SHORT_RUN, *TINY_MODEL, *flags, "--mixed_precision", precision, "--output_dir", str(folder)])
+        AcceleratorState._reset_state(reset_partial_state=True)
+        (row,) = json.loads((folder / "history.json").read_text())
+        losses[precision] = (row["train_loss"], row["val_loss"])
+    assert list((tmp_path / "bf16").rglob("events.out.tfevents.*"))
+    assert "| mixed_precision | bf16 |" in (tmp_path / "bf16" / "best" / "README.md").read_text()
+    assert all(math.isfinite(value) for value in losses["bf16"])
+    assert losses["bf16"] != losses["no"]  # autocast changed the arithmetic ...
+    assert losses["bf16"] == pytest.approx(losses["no"], abs=0.05)  # ... of the same training

@@ -58,6 +58,18 @@ def learning_rate_used(scheduler: torch.optim.lr_scheduler.LRScheduler, complete
     return inner.base_lrs[0] * inner.lr_lambdas[0](step)
 
 
+def rescale_partial_step(model: nn.Module, micro_batches: int, accumulation_steps: int) -> None:
+    """An optimizer step that closes after fewer micro-batches than `accumulation_steps` (an epoch whose loader length
+    is not a multiple of it ends on one): accelerate divided each micro-batch's loss by `accumulation_steps`, so the
+    summed gradient is `micro_batches / accumulation_steps` of the mean. Scale it back to the mean, on the device.
+    Call at the step's end, before clipping (linear, so it holds under a grad scaler's scale too)."""
+    if micro_batches >= accumulation_steps:
+        return
+    gradients = [p.grad for p in model.parameters() if p.grad is not None]
+    if gradients:
+        torch._foreach_mul_(gradients, accumulation_steps / micro_batches)
+
+
 def scaled_learning_rate(lr_base: float, lr_base_size: int, global_batch_size: int, rule: str = "linear") -> float:
     """The peak learning rate for a global batch, from one tuned at lr_base_size (as timm's --lr-base).
 
