@@ -1,18 +1,26 @@
 """The Tiny ImageNet image processor of a new model, and a one-call save of model, processor and pipeline.
 
-The processor is `SwinTinyImageProcessor` (`image_processing_swin_tiny.py`): `ViTImageProcessor`'s resize,
-rescale and normalisation, after bringing 16-bit, float and 2-D inputs to the 8-bit RGB training sees. A
-classifier's folder also carries its image-classification pipeline (`pipeline_swin_tiny.py`), which decodes
-files with the training decoder and names a file it cannot read. Both are remote code beside the weights.
+The processor is `SwinTinyImageProcessor` (`image_processing_swin_tiny.py`): `ViTImageProcessor`, every option
+as there, that gives the pixels training sees where the stock one would not (transparency, 16-bit, float in
+[0, 1], 2-D arrays, files). A classifier's folder also carries its own pipeline (`pipeline_swin_tiny.py`, task
+"swin-tiny-image-classification"), which decodes files with the training decoder and names a file it cannot
+read. Both are remote code beside the weights.
 """
 
 from __future__ import annotations
 
 import os
 
-from transformers import PreTrainedModel
+from transformers import AutoVideoProcessor, PreTrainedModel
 
+from .configuration_swin_tiny import SwinTinyConfig
 from .image_processing_swin_tiny import SwinTinyImageProcessor
+
+# A swin_tiny folder has no video processor; said here, transformers' pipelines, which look for one, stop at this.
+# Otherwise they read the image processor's auto_map as a video processor's ("SwinTinyVideoProcessor") and the
+# plain pipeline("image-classification", model=folder) asks on the terminal whether to run remote code, waiting
+# 15 s for an answer, though this package is installed.
+AutoVideoProcessor.register(SwinTinyConfig, video_processor_classes={}, exist_ok=True)
 
 # Tiny ImageNet channel statistics (reference design).
 TINY_IMAGENET_MEAN = (0.4802, 0.4481, 0.3975)
@@ -46,9 +54,10 @@ def save_model_and_processor(model: PreTrainedModel, save_directory: str | os.Pa
     """Write weights, config (with auto_map), model code, image processor and, for a classifier, its pipeline.
 
     The folder then loads with `AutoModelForImageClassification.from_pretrained(folder,
-    trust_remote_code=True)`, `AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)` and
-    `pipeline("image-classification", model=folder, trust_remote_code=True)` (where this package is
-    imported, the Auto classes need no trust_remote_code, the pipeline does).
+    trust_remote_code=True)`, `AutoImageProcessor.from_pretrained(folder, trust_remote_code=True)`,
+    `pipeline("image-classification", model=folder, trust_remote_code=True)` (transformers' pipeline with this
+    processor) and `pipeline("swin-tiny-image-classification", model=folder, trust_remote_code=True)` (the
+    folder's own pipeline). Where this package is imported, all but the last need no trust_remote_code.
     """
     if image_processor is None:
         image_processor = make_image_processor(model.config.image_size)

@@ -1,11 +1,18 @@
-"""The image-classification pipeline that ships with every saved classifier (remote code).
+"""The image-classification pipeline that ships with every saved classifier (remote code), as its own task.
 
-`pipeline("image-classification", model=folder, trust_remote_code=True)` builds this subclass of
-transformers' `ImageClassificationPipeline`. It differs in its inputs only:
+config.json names it under the task "swin-tiny-image-classification" (`custom_pipelines`), not under
+"image-classification": transformers asks for trust_remote_code for any task named there, so the plain
+`pipeline("image-classification", model=folder)` stays transformers' own pipeline with the folder's
+`SwinTinyImageProcessor` (no flag where this package is installed). This one is reached by
+`pipeline("swin-tiny-image-classification", model=folder, trust_remote_code=True)`, or, where the package is
+installed, by `pipeline("image-classification", model=folder, pipeline_class=SwinTinyImageClassificationPipeline)`.
+
+It differs from transformers' `ImageClassificationPipeline` in reading its inputs only:
 - a local file is decoded by the training data's own decoder (`decode_image_bytes`), so inference sees the
   pixels training saw (16-bit PNGs included: transformers' `load_image` clips them to white), and a file
   that cannot be read raises a ValueError naming it, also inside a list of many;
-- every image goes through `to_8_bit` (16-bit, float in [0, 1], 2-D grayscale), whatever the processor.
+- a PIL image is made upright and RGB as `load_image` does, but 16-bit and float modes are scaled, not clipped.
+Arrays and tensors go to the image processor as they are (its options decide, as in the stock pipeline).
 """
 
 from __future__ import annotations
@@ -17,11 +24,13 @@ import PIL.ImageOps
 from transformers import ImageClassificationPipeline
 from transformers.image_utils import load_image
 
-from .image_processing_swin_tiny import decode_image_bytes, rgb_uint8_array, to_8_bit
+from .image_processing_swin_tiny import read_image_file, rgb_uint8_array
+
+TASK = "swin-tiny-image-classification"
 
 # config.json's entry for this pipeline, as transformers' PIPELINE_REGISTRY would write it
 CUSTOM_PIPELINES = {
-    "image-classification": {
+    TASK: {
         "impl": "pipeline_swin_tiny.SwinTinyImageClassificationPipeline",
         "pt": ["AutoModelForImageClassification"],
         "type": "image",
@@ -37,10 +46,9 @@ def read_image(image, timeout: float | None = None):
     if not isinstance(image, (str, os.PathLike)):
         return image
     source = os.fspath(image)
+    if os.path.isfile(source):
+        return read_image_file(source)  # (3, H, W) uint8
     try:
-        if os.path.isfile(source):
-            with open(source, "rb") as file:
-                return decode_image_bytes(file.read())  # (3, H, W) uint8
         return read_image(load_image(source, timeout=timeout))
     except Exception as error:
         shown = source if len(source) <= 200 else source[:200] + "..."
@@ -49,6 +57,5 @@ def read_image(image, timeout: float | None = None):
 
 class SwinTinyImageClassificationPipeline(ImageClassificationPipeline):
     def preprocess(self, image, timeout=None):
-        image = to_8_bit(read_image(image, timeout))
-        model_inputs = self.image_processor(images=image, return_tensors="pt")
+        model_inputs = self.image_processor(images=read_image(image, timeout), return_tensors="pt")
         return model_inputs.to(self.dtype)

@@ -1,5 +1,6 @@
 """Saving, loading, Auto classes, remote code and the pipeline: everything offline, on a tiny model."""
 
+import builtins
 import json
 
 import numpy as np
@@ -11,6 +12,7 @@ from transformers import (
     AutoImageProcessor,
     AutoModel,
     AutoModelForImageClassification,
+    ImageClassificationPipeline,
     ViTImageProcessor,
     pipeline,
 )
@@ -22,6 +24,7 @@ from swin_tiny_hf import (
     make_image_processor,
     save_model_and_processor,
 )
+from swin_tiny_hf.pipeline_swin_tiny import TASK, SwinTinyImageClassificationPipeline
 
 from conftest import perturbed, run_without_the_package, tiny_config
 
@@ -119,21 +122,24 @@ def _images():
     }
 
 
-def test_processor_and_pipeline_on_odd_images(saved):
+def test_processor_and_pipeline_on_odd_images(saved, monkeypatch):
+    """The plain pipeline call (no trust_remote_code: the package is installed) on RGB, grayscale, RGBA and
+    palette images gives the model's own prediction on the processor's pixels."""
     model, folder = saved
     processor = AutoImageProcessor.from_pretrained(folder)
     assert isinstance(processor, ViTImageProcessor)
     assert processor.size == {"height": 32, "width": 32}
     assert processor.image_mean == pytest.approx([0.4802, 0.4481, 0.3975])
     assert processor.image_std == pytest.approx([0.2296, 0.2263, 0.2255])
-    classifier = pipeline(
-        "image-classification", model=str(folder), image_processor=processor, top_k=5, trust_remote_code=True
-    )
+    asked = []  # transformers would ask on the terminal before running remote code: it must not ask here
+    monkeypatch.setattr(builtins, "input", lambda prompt="": asked.append(prompt) or "n")
+    classifier = pipeline("image-classification", model=str(folder), top_k=5)
+    assert type(classifier) is ImageClassificationPipeline and type(classifier.image_processor) is type(processor)
     for name, image in _images().items():
-        assert processor(image, return_tensors="pt")["pixel_values"].shape == (1, 3, 32, 32), name
-        # the pipeline drops alpha (convert("RGB")), as our data loading does; the bare processor would
-        # composite RGBA onto white instead, so the reference goes through the same conversion.
-        pixels = processor(image.convert("RGB"), return_tensors="pt")["pixel_values"]
+        pixels = processor(image, return_tensors="pt")["pixel_values"]
+        assert pixels.shape == (1, 3, 32, 32), name
+        # one rule for transparency, training's: alpha dropped, the stored colour kept (as convert("RGB"))
+        assert torch.equal(pixels, processor(image.convert("RGB"), return_tensors="pt")["pixel_values"]), name
         predictions = classifier(image)
         assert [p["label"] for p in predictions] and {p["label"] for p in predictions} == set(LABELS.values()), name
         with torch.no_grad():
@@ -141,6 +147,31 @@ def test_processor_and_pipeline_on_odd_images(saved):
         best = int(probabilities.argmax())
         assert predictions[0]["label"] == LABELS[best], name
         assert predictions[0]["score"] == pytest.approx(float(probabilities[best]), abs=1e-5), name
+    assert not asked, asked
+
+
+def test_the_folders_own_pipeline_is_its_own_task(saved, monkeypatch):
+    """Issue 21, item 3: config.json's custom_pipelines named "image-classification" made transformers refuse the
+    plain call without trust_remote_code. The folder's own pipeline is now its own task; the plain call is
+    transformers' pipeline (above), and the own one is reached by its task with trust_remote_code=True, or by
+    pipeline_class= without remote code."""
+    _, folder = saved
+    assert list(json.loads((folder / "config.json").read_text())["custom_pipelines"]) == [TASK]
+    asked = []
+    monkeypatch.setattr(builtins, "input", lambda prompt="": asked.append(prompt) or "n")
+    image = Image.fromarray(np.random.default_rng(4).integers(0, 256, (40, 30, 3), dtype=np.uint8))
+    plain = pipeline("image-classification", model=str(folder), top_k=5)
+    by_class = pipeline("image-classification", model=str(folder), pipeline_class=SwinTinyImageClassificationPipeline)
+    assert type(by_class) is SwinTinyImageClassificationPipeline
+    remote = pipeline(TASK, model=str(folder), trust_remote_code=True, top_k=5)
+    assert type(remote).__name__ == "SwinTinyImageClassificationPipeline"
+    assert type(remote).__module__.startswith("transformers_modules"), type(remote).__module__
+    expected = plain(image)
+    for classify in (by_class, remote):
+        assert classify(image, top_k=5) == expected
+    with pytest.raises(ValueError, match="trust_remote_code=True"):  # transformers' rule for a task config.json names
+        pipeline(TASK, model=str(folder))
+    assert not asked, asked
 
 
 def test_make_image_processor_normalises_like_the_reference():
