@@ -106,7 +106,6 @@ from swin_tiny_hf.training.seeding import batch_seed
 from swin_tiny_hf.training.transforms import EvalTransform, TrainTransform
 
 logger = logging.getLogger("train")
-MODEL_CARD_TEMPLATE = Path(__file__).resolve().parent / "model_card.md"
 # Config fields that are flags of their own; the transformers base fields (id2label, ...), the backbone's
 # outputs and the labels' WordNet ids (set from the dataset) are not.
 MODEL_FIELDS = [
@@ -705,7 +704,6 @@ def save_model_folder(
         results=results,
         recipe=recipe,
         history=history,
-        template_path=MODEL_CARD_TEMPLATE,
         repo_id=(args.hub_model_id or Path(args.output_dir).name) if args.push_to_hub else None,
         base_model=args.model_name_or_path,
         local_path=local_path,

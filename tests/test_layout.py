@@ -1,6 +1,7 @@
 """The package's architecture: the model never depends on the training recipe."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -68,7 +69,7 @@ def test_a_saved_model_folder_holds_the_model_files_only(tmp_path):
                 assert root in code, (path.name, name)
             else:
                 assert root in {
-                    *("__future__", "torch", "transformers", "math", "dataclasses", "difflib"),
+                    *("__future__", "torch", "transformers", "math", "dataclasses", "difflib", "functools"),
                     *("io", "logging", "os", "numpy", "PIL", "torchcodec"),
                 }, (
                     path.name,
@@ -77,3 +78,28 @@ def test_a_saved_model_folder_holds_the_model_files_only(tmp_path):
     assert torch.equal(
         SwinTinyForImageClassification.from_pretrained(tmp_path).classifier.weight, model.classifier.weight
     )
+
+
+def test_the_readme_layout_and_the_recipe_index_name_every_module():
+    """A reader finds every module by its name in the README's layout section and the recipe's index."""
+    import swin_tiny_hf.training as recipe
+
+    readme = (PACKAGE.parent / "README.md").read_text()
+    layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    index = recipe.__doc__
+    missing_from_index = [name for name in RECIPE_MODULES if f"`{name}.py`" not in index]
+    missing_from_layout = [
+        name
+        for name in RECIPE_MODULES + [p.stem for p in MODEL_MODULES if p.stem != "__init__"]
+        if f"`{name}.py`" not in layout and f"`{name}.py`" not in layout.replace("(+ its `.tsv`)", "")
+    ]
+    assert missing_from_index == [] and missing_from_layout == []
+    named = set(re.findall(r"`(\w+)\.py`", index)) - {"train"}  # the script the recipe serves
+    assert named <= set(RECIPE_MODULES), named - set(RECIPE_MODULES)  # no module the tree no longer has
+
+
+def test_the_model_card_template_ships_inside_the_package():
+    from swin_tiny_hf.training.model_card import DEFAULT_TEMPLATE
+
+    assert DEFAULT_TEMPLATE.is_file() and DEFAULT_TEMPLATE.parent == PACKAGE / "training"
+    assert DEFAULT_TEMPLATE.read_text() == (PACKAGE.parent / "model_card.md").read_text()

@@ -10,7 +10,13 @@
 - `checkpointing.py`: crash-safe checkpoint folders, their names, write order and retention.
 - `resume_position.py`: where a run stands in its data (in samples), and where a resume with other batch
   settings goes on from.
-- `model_card.py`: the model card of a saved model folder.
+- `data_checks.py`: the checks of the data before the first step, and the record of bad images.
+- `flag_types.py`: argparse types that check a flag's range where it is read (`ranged(int, "[1, inf)")`).
+- `preemption.py`: stopping at an optimizer step after a checkpoint when SIGTERM/SIGUSR1 comes.
+- `output_folder.py`: one run per output folder (a lock), and no run that mixes its files with another's.
+- `resume_changes.py`: the settings a resume may change, and the new optimiser settings applied after one.
+- `model_card.py` (+ `model_card.md`, a link to the repository's template): the model card of a saved folder.
+- `next_steps.py`: what a finished run tells its user: where the model is, and the commands that go on.
 - `top_k_accuracy.py`: an offline `evaluate` metric.
 - `synthetic_dataset.py`: a generated dataset with Tiny ImageNet's shape in the Hub's layout, for rehearsals.
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-DEFAULT_TEMPLATE = Path(__file__).resolve().parents[2] / "model_card.md"
+# the repository's model_card.md, through the link beside this file (a wheel holds a copy of it there)
+DEFAULT_TEMPLATE = Path(__file__).parent / "model_card.md"
 
 
 def render_model_card(
