@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.utils import GradScalerKwargs, TorchDynamoPlugin, broadcast_object_list, set_seed
+from accelerate.utils.constants import SCALER_NAME
 from datasets import DatasetDict
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -343,10 +344,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.eval_only and args.model_name_or_path is None:
         parser.error("--eval_only needs --model_name_or_path")
+    if args.eval_only and args.resume_from_checkpoint is not None:
+        parser.error("--eval_only evaluates --model_name_or_path: it resumes nothing (--resume_from_checkpoint)")
     if args.train_dir is None and args.validation_dir is not None:
         parser.error("--validation_dir needs --train_dir")
     if args.mixup_prob + args.cutmix_prob > 1:
         parser.error(f"--mixup_prob + --cutmix_prob must be at most 1, got {args.mixup_prob} + {args.cutmix_prob}")
+    for kind in ("mixup", "cutmix"):  # the collator's rule, here where the flags are read
+        alpha, probability = getattr(args, f"{kind}_alpha"), getattr(args, f"{kind}_prob")
+        if probability > 0 and alpha <= 0:
+            parser.error(
+                f"--{kind}_alpha must be positive when --{kind}_prob > 0, got {alpha} (--{kind}_prob {probability})"
+            )
+    if args.learning_rate is not None and args.min_learning_rate > args.learning_rate:
+        parser.error(f"--min_learning_rate {args.min_learning_rate} is above --learning_rate {args.learning_rate}")
     try:
         args.preemption_signals = parse_signals(args.preemption_signals)
     except ValueError as error:
@@ -356,6 +367,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     except (ValueError, OSError) as error:
         parser.error(str(error))
     return args
+
+
+class SettingsError(ValueError):
+    """Flags that cannot go together, found once the processes are known (a parse error, exit code 2)."""
 
 
 def resolve_learning_rate(args: argparse.Namespace, num_processes: int) -> tuple[float, int, str]:
@@ -368,7 +383,7 @@ def resolve_learning_rate(args: argparse.Namespace, num_processes: int) -> tuple
         learning_rate = scaled_learning_rate(args.lr_base, args.lr_base_size, global_batch, args.lr_base_scale)
         how = f"--lr_base {args.lr_base:g} x ({global_batch} / {args.lr_base_size}), {args.lr_base_scale}"
     if args.min_learning_rate > learning_rate:
-        raise ValueError(
+        raise SettingsError(
             f"--min_learning_rate {args.min_learning_rate} is above the peak learning rate {learning_rate:g} "
             f"(global batch {global_batch}); lower it or raise the learning rate."
         )
@@ -400,17 +415,30 @@ def model_config(args: argparse.Namespace, label_names: list[str] | None = None)
     return SwinTinyConfig.from_pretrained(args.model_name_or_path, cache_dir=args.cache_dir, **values)
 
 
+class StartingModelError(ValueError):
+    """--model_name_or_path's weights do not fit the run's model."""
+
+
 def build_model(args: argparse.Namespace, label_names: list[str]) -> SwinTinyForImageClassification:
     """A new model from the flags, or --model_name_or_path's weights; either way with the dataset's labels."""
     config = model_config(args, label_names)
     if args.model_name_or_path:
-        return SwinTinyForImageClassification.from_pretrained(
-            args.model_name_or_path,
-            config=config,
-            ignore_mismatched_sizes=args.ignore_mismatched_sizes,
-            attn_implementation=args.attn_implementation,
-            cache_dir=args.cache_dir,
-        )
+        try:
+            return SwinTinyForImageClassification.from_pretrained(
+                args.model_name_or_path,
+                config=config,
+                ignore_mismatched_sizes=args.ignore_mismatched_sizes,
+                attn_implementation=args.attn_implementation,
+                cache_dir=args.cache_dir,
+            )
+        except RuntimeError as error:
+            if "size mismatch" not in str(error) and "ignore_mismatched_sizes" not in str(error):
+                raise
+            raise StartingModelError(
+                f"--model_name_or_path {args.model_name_or_path!r}: its weights do not fit the run's model "
+                f"({config.num_labels} classes from the dataset; transformers' report above names the tensors). "
+                "Pass --ignore_mismatched_sizes to start those weights (a new classifier head) afresh."
+            ) from None
     return SwinTinyForImageClassification._from_config(config, attn_implementation=args.attn_implementation)
 
 
@@ -663,7 +691,7 @@ def log_training_progress(
         "train_acc_running": correct / max(seen, 1),
         "lr": learning_rate_used(scheduler, state["completed_steps"]),
     }
-    progress.set_postfix(loss=f"{running['train_loss_running']:.4f}", lr=f"{running['lr']:.3g}", refresh=False)
+    progress.set_postfix(loss=f"{running['train_loss_running']:.4f}", lr=f"{running['lr']:.3g}")
     if args.with_tracking:
         accelerator.log(running, step=state["completed_steps"])
 
@@ -700,7 +728,8 @@ def save_model_folder(
     recipe = {k: v for k, v in vars(args).items() if k not in ("hub_token", "output_dir")}
     card = render_model_card(
         model_name=args.hub_model_id or Path(args.output_dir).name,
-        dataset_name=args.dataset_name,
+        # image folders are named by their path: --dataset_name (a default) was not read
+        dataset_name=args.dataset_name if args.train_dir is None else os.path.abspath(args.train_dir),
         results=results,
         recipe=recipe,
         history=history,
@@ -786,8 +815,16 @@ def claim_output_folder(args: argparse.Namespace, accelerator: Accelerator) -> N
     if accelerator.is_main_process:
         try:
             lock_output_folder(args.output_dir)
+            inputs = {
+                f"--{flag}": getattr(args, flag)
+                for flag in ("model_name_or_path", "dataset_name", "train_dir", "validation_dir")
+            }
             removed = prepare_output_folder(
-                args.output_dir, bool(args.resume_from_checkpoint), args.overwrite_output_dir
+                args.output_dir,
+                bool(args.resume_from_checkpoint),
+                args.overwrite_output_dir,
+                inputs,
+                can_resume=not args.eval_only,
             )
             if removed:
                 logger.info("--overwrite_output_dir: deleted %s from %s", ", ".join(removed), args.output_dir)
@@ -869,9 +906,13 @@ def load_image_processor(args: argparse.Namespace, image_size: int) -> BaseImage
     """The run's image processor, at the size the run trains at (`image_size`, the model's): the starting
     checkpoint's if it has one (its normalisation), else the Tiny ImageNet one. Evaluation, best/ and the final
     model all use it, so one size holds everywhere, also when fine-tuning at another size than the checkpoint's."""
-    if not (args.model_name_or_path and Path(args.model_name_or_path, "preprocessor_config.json").exists()):
+    if args.model_name_or_path is None:
         return make_image_processor(image_size)
-    processor = AutoImageProcessor.from_pretrained(args.model_name_or_path)
+    try:  # a local folder, or a Hub id (from the cache when offline)
+        processor = AutoImageProcessor.from_pretrained(args.model_name_or_path, cache_dir=args.cache_dir)
+    except OSError:  # the checkpoint has no image processor (a converted one, say)
+        logger.info("%s has no image processor: the Tiny ImageNet one, at %d px", args.model_name_or_path, image_size)
+        return make_image_processor(image_size)
     size = {"height": image_size, "width": image_size}
     if dict(processor.size) != size:
         logger.info(
@@ -988,6 +1029,19 @@ def warn_long_warmup(args: argparse.Namespace, schedule: Schedule) -> None:
     )
 
 
+def load_run_state(accelerator: Accelerator, checkpoint: Path) -> None:
+    """accelerate's `load_state`, also for a checkpoint written without a grad scaler (fp32 or bf16) resumed in fp16
+    (--resume_with_changes; `auto` gives bf16 on some CPUs, fp16 on a GPU): the scaler then starts afresh."""
+    scaler = accelerator.scaler
+    if scaler is not None and not (checkpoint / SCALER_NAME).exists():
+        logger.warning("%s holds no grad scaler (written without fp16): the fp16 loss scale starts afresh", checkpoint)
+        accelerator.scaler = None
+    try:
+        accelerator.load_state(str(checkpoint))
+    finally:
+        accelerator.scaler = scaler
+
+
 class ResumeRefused(ValueError):
     """The checkpoint's settings differ from the new run's in ways that break an exact resume."""
 
@@ -1027,7 +1081,7 @@ def initial_state(
     changes = changed_settings(recorded, resolved_args)
     if changes and not args.resume_with_changes:
         raise ResumeRefused(refusal(checkpoint, changes))
-    accelerator.load_state(str(checkpoint))
+    load_run_state(accelerator, checkpoint)
     restart_accumulation(accelerator)
     state = load_training_state(checkpoint)
     state[RUN_ID_KEY] = run_id
@@ -1172,7 +1226,15 @@ def run_epochs(
     return results
 
 
-def finish(model, image_processor, args: argparse.Namespace, state: dict, results: dict, train_seconds: float) -> dict:
+def finish(
+    model,
+    image_processor,
+    args: argparse.Namespace,
+    state: dict,
+    results: dict,
+    train_seconds: float,
+    precision: str,
+) -> dict:
     """Main process: the final model in output_dir, all_results.json, the curves, and the push of best/. A write
     that fails (a full disk) raises OutputWriteError and leaves nothing half-written."""
     output_dir = Path(args.output_dir)
@@ -1204,7 +1266,8 @@ def finish(model, image_processor, args: argparse.Namespace, state: dict, result
     )
     logger.info("done: %s", json.dumps(all_results))
     defaults = vars(get_args_parser().parse_args(["--output_dir", str(output_dir)]))
-    logger.info("%s", next_steps(output_dir, data_flags(vars(args), defaults), (output_dir / "best").is_dir()))
+    evaluation_flags = [*data_flags(vars(args), defaults), "--mixed_precision", precision]  # the run's arithmetic
+    logger.info("%s", next_steps(output_dir, evaluation_flags, (output_dir / "best").is_dir()))
     if args.push_to_hub:
         from huggingface_hub import HfApi
 
@@ -1228,12 +1291,16 @@ STOPPING_ERRORS = (
     NonFiniteLossError,
     DataError,
     BadImageError,
+    StartingModelError,
 )
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    accelerator = setup(args)
+    try:
+        accelerator = setup(args)
+    except SettingsError as error:  # a rule between flags that needs the process count (the scaled learning rate)
+        get_args_parser().error(str(error))
     # From the run's first moment: a signal while it locks its folder, loads the data or builds the model is
     # recorded, and honoured at the first step (or evaluation batch). The caller's handlers come back on every
     # way out, before `end` (a run that stopped before training leaves no handler of its own behind).
@@ -1275,6 +1342,8 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(1) from None
     finally:  # no worker outlives the run, whatever ended it (an error's traceback can hold their loader)
         stop_data_workers()
+        if accelerator.is_main_process:  # and no error leaves the folder locked for the rest of this process
+            release_output_folder(args.output_dir)
 
 
 def stopping_message(error: Exception, args: argparse.Namespace) -> str:
@@ -1346,10 +1415,28 @@ def run(args: argparse.Namespace, accelerator: Accelerator, preemption: Preempti
     warn_long_warmup(args, schedule)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     # the checkpoint is resolved once: "latest" means the same folder for the state and the free-space check
-    checkpoint = resolve_checkpoint(args.resume_from_checkpoint, output_dir) if args.resume_from_checkpoint else None
+    try:
+        checkpoint = (
+            resolve_checkpoint(args.resume_from_checkpoint, output_dir) if args.resume_from_checkpoint else None
+        )
+    except ValueError as error:  # no checkpoint there, or not a complete one
+        raise ResumeRefused(str(error)) from None
     state = initial_state(
         args, accelerator, resolved_args, optimizer, scheduler, len(data.train_dataloader), checkpoint
     )
+    if checkpoint is not None and state["completed_steps"] >= schedule.max_train_steps:
+        logger.warning(
+            "%s is at step %d (%d training samples), the run's end (%d optimizer steps of %d samples): nothing is "
+            "left to train, the run only evaluates.%s",
+            checkpoint,
+            state["completed_steps"],
+            state["samples_seen"],
+            schedule.max_train_steps,
+            args.global_batch_size,
+            " --max_train_steps counts optimizer steps at this run's global batch: raise it to train on."
+            if args.max_train_steps
+            else "",
+        )
     # bad images dropped at start (--skip_bad_images): found again on every resume, listed once
     state["bad_images"] = record_bad_images(state.get("bad_images", []), bad_images)
     state["dropped_at_start"] = {
@@ -1418,7 +1505,15 @@ def run(args: argparse.Namespace, accelerator: Accelerator, preemption: Preempti
     all_results, write_failure = {}, None
     if accelerator.is_main_process:
         try:
-            all_results = finish(unwrapped, image_processor, args, state, results, time.perf_counter() - train_start)
+            all_results = finish(
+                unwrapped,
+                image_processor,
+                args,
+                state,
+                results,
+                time.perf_counter() - train_start,
+                accelerator.mixed_precision,
+            )
         except OutputWriteError as error:
             write_failure = error
     raise_on_every_process(accelerator, write_failure)

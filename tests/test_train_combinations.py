@@ -7,13 +7,14 @@ import json
 import logging
 import math
 import shlex
+import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
 from accelerate.state import AcceleratorState
-from datasets import Dataset, DatasetDict, Features, Value
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from datasets import Image as ImageFeature
 from huggingface_hub import ModelCard
 from PIL import Image
@@ -264,3 +265,71 @@ def test_tracking_to_tensorboard_and_bf16_autocast_on_cpu(tmp_path):
     assert all(math.isfinite(value) for value in losses["bf16"])
     assert losses["bf16"] != losses["no"]  # autocast changed the arithmetic ...
     assert losses["bf16"] == pytest.approx(losses["no"], abs=0.05)  # ... of the same training
+
+
+def test_overwriting_a_folder_that_holds_the_starting_model_is_refused_before_deleting(fine_tuned, tmp_path, caplog):
+    start, _, _ = fine_tuned
+    folder = tmp_path / "run"
+    shutil.copytree(start, folder / "start")
+    flags = [*SHORT_RUN, "--model_name_or_path", str(folder / "start"), "--output_dir", str(folder)]
+    with caplog.at_level(logging.ERROR, logger="train"), pytest.raises(SystemExit) as stopped:
+        train.main([*flags, "--overwrite_output_dir", "--ignore_mismatched_sizes"])
+    assert stopped.value.code == 1
+    assert f"--overwrite_output_dir would delete --model_name_or_path '{folder / 'start'}', which this run reads" in (
+        caplog.text
+    )
+    assert (folder / "start" / "model.safetensors").is_file()  # nothing deleted
+
+
+def test_stops_before_training_name_the_cause_and_free_the_folder(fine_tuned, tmp_path, caplog):
+    """A resume with no checkpoint, and a checkpoint whose head does not fit: a clean exit 1 each, and the folder's
+    lock is free again for the rest of the process (a notebook, a sweep)."""
+    from swin_tiny_hf.training.output_folder import _HELD
+
+    start = str(fine_tuned[0])  # 10 classes
+    with caplog.at_level(logging.ERROR, logger="train"), pytest.raises(SystemExit) as stopped:
+        train.main(
+            [*SHORT_RUN, *TINY_MODEL, "--resume_from_checkpoint", "latest", "--output_dir", str(tmp_path / "a")]
+        )
+    assert stopped.value.code == 1 and "no complete checkpoint in" in caplog.text and "Traceback" not in caplog.text
+    assert str(tmp_path.resolve()) not in _HELD
+    AcceleratorState._reset_state(reset_partial_state=True)
+    image = Image.new("RGB", (8, 8))
+    features = Features({"image": ImageFeature(), "label": ClassLabel(names=["a", "b"])})
+    DatasetDict(
+        train=Dataset.from_dict({"image": [image] * 32, "label": [0, 1] * 16}, features=features),
+        validation=Dataset.from_dict({"image": [image] * 4, "label": [0, 1] * 2}, features=features),
+    ).save_to_disk(tmp_path / "two_classes")
+    flags = ["--dataset_name", str(tmp_path / "two_classes"), "--per_device_train_batch_size", "16"]
+    with caplog.at_level(logging.ERROR, logger="train"), pytest.raises(SystemExit) as stopped:
+        train.main([*flags, "--model_name_or_path", start, "--output_dir", str(tmp_path / "b")])
+    assert stopped.value.code == 1 and "its weights do not fit the run's model (2 classes" in caplog.text
+    assert "Pass --ignore_mismatched_sizes" in caplog.text and str((tmp_path / "b").resolve()) not in _HELD
+
+
+def test_a_checkpoint_without_a_grad_scaler_resumes_in_fp16(tmp_path, caplog):
+    """An fp32 (or bf16) run resumed in fp16 with --resume_with_changes: the scaler starts afresh."""
+    flags = [*SHORT_RUN, *TINY_MODEL, "--checkpointing_steps", "1", "--output_dir", str(tmp_path)]
+    train.main([*flags, "--mixed_precision", "no", "--max_train_steps", "1"])
+    AcceleratorState._reset_state(reset_partial_state=True)
+    with caplog.at_level(logging.WARNING, logger="train"):
+        resumed = [*flags, "--mixed_precision", "fp16", "--resume_from_checkpoint", "latest", "--resume_with_changes"]
+        results = train.main(resumed)
+    assert "holds no grad scaler (written without fp16): the fp16 loss scale starts afresh" in caplog.text
+    assert json.loads((tmp_path / "history.json").read_text())[-1]["step"] == 2 and results["epoch"] == 1
+    assert (tmp_path / "step_2" / "scaler.pt").is_file()
+
+
+def test_flags_that_cannot_go_together_are_parse_errors(capsys):
+    for flags, message in (
+        (["--mixup_alpha", "0"], "--mixup_alpha must be positive when --mixup_prob > 0, got 0.0 (--mixup_prob 0.3)"),
+        (["--cutmix_alpha", "0", "--cutmix_prob", "0"], None),  # no CutMix: its alpha is not read
+        (["--learning_rate", "1e-5", "--min_learning_rate", "1e-4"], "--min_learning_rate 0.0001 is above"),
+        (["--eval_only", "--model_name_or_path", "x", "--resume_from_checkpoint", "latest"], "it resumes nothing"),
+    ):
+        if message is None:
+            assert train.parse_args([*flags, "--output_dir", "x"]).cutmix_alpha == 0
+            continue
+        with pytest.raises(SystemExit) as stopped:
+            train.parse_args([*flags, "--output_dir", "x"])
+        assert stopped.value.code == 2 and message in capsys.readouterr().err, flags

@@ -59,7 +59,7 @@ def render_model_card(
         pipeline_tag="image-classification",
         license="apache-2.0",
         tags=["image-classification", "swin", "swin_tiny_hf", "custom_code"],
-        datasets=[dataset_name],
+        datasets=[dataset_name] if is_hub_id(dataset_name) else None,  # the Hub links only its own datasets
         metrics=["accuracy"],
         eval_results=eval_results,
         base_model=base_model if base_model and is_hub_id(base_model) else None,

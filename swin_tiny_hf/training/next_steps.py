@@ -14,9 +14,11 @@ from pathlib import Path
 
 
 def python_command() -> str:
-    """`python` where that is the interpreter running now, else this interpreter's path."""
+    """`python` where that is the interpreter running now, else this interpreter's path. The paths are compared as
+    they are, not resolved: a virtual environment's `bin/python` links to the interpreter it was made from, which
+    does not see the environment's packages."""
     on_path = shutil.which("python")
-    if on_path and os.path.realpath(on_path) == os.path.realpath(sys.executable):
+    if on_path and os.path.abspath(on_path) == os.path.abspath(sys.executable):
         return "python"
     return sys.executable
 
@@ -61,12 +63,19 @@ DATA_FLAGS = (
 )
 
 
+# Of those, the ones that name a path: made absolute, so that the command runs from any directory.
+PATH_FLAGS = ("dataset_name", "train_dir", "validation_dir", "cache_dir")
+
+
 def data_flags(settings: dict, defaults: dict) -> list[str]:
-    """The run's data flags that differ from their defaults, as command-line words."""
+    """The run's data flags that differ from their defaults, as command-line words; local paths made absolute (a
+    --dataset_name that is no local folder is a Hub id, and stays as it is)."""
     words = []
     for name in DATA_FLAGS:
         value = settings.get(name)
         if value is None or value == defaults.get(name):
             continue
+        if name in PATH_FLAGS and (name != "dataset_name" or os.path.exists(value)):
+            value = os.path.abspath(value)
         words += [f"--{name}"] if value is True else [f"--{name}", str(value)]
     return words

@@ -77,9 +77,18 @@ def release_output_folder(folder: str | os.PathLike) -> None:
         os.close(descriptor)
 
 
-def prepare_output_folder(folder: str | os.PathLike, resuming: bool, overwrite: bool) -> list[str]:
+def prepare_output_folder(
+    folder: str | os.PathLike,
+    resuming: bool,
+    overwrite: bool,
+    inputs: dict[str, str | os.PathLike] | None = None,
+    can_resume: bool = True,
+) -> list[str]:
     """Refuse a folder that holds another run's files unless resuming or overwriting; with overwrite (and not
-    resuming), delete them. Returns the names it deleted. Call with the folder's lock held."""
+    resuming), delete them. Returns the names it deleted. Call with the folder's lock held.
+
+    `inputs`: {flag: path} the run reads (its starting model, its data); overwriting a folder that holds one of them
+    is refused before anything is deleted. `can_resume` False (an evaluation): the refusal does not offer a resume."""
     folder = Path(folder)
     # the names a user knows first, hidden leftovers (a killed run's temporary folders) last
     contents = sorted((p.name for p in folder.iterdir() if p.name != LOCK_FILE), key=lambda n: (n[0] == ".", n))
@@ -87,11 +96,18 @@ def prepare_output_folder(folder: str | os.PathLike, resuming: bool, overwrite: 
         return []
     if not overwrite:
         shown = ", ".join(contents[:8]) + (f" and {len(contents) - 8} more" if len(contents) > 8 else "")
+        resume = "Resume the run in it with --resume_from_checkpoint latest, replace" if can_resume else "Replace"
         raise OutputFolderError(
-            f"--output_dir {str(folder)!r} is not empty ({shown}): a new run would overwrite those files. Resume "
-            "the run in it with --resume_from_checkpoint latest, replace it with --overwrite_output_dir, or choose "
-            "another --output_dir."
+            f"--output_dir {str(folder)!r} is not empty ({shown}): a new run would overwrite those files. {resume} "
+            "it with --overwrite_output_dir, or choose another --output_dir."
         )
+    inside = folder.resolve()
+    for flag, path in (inputs or {}).items():
+        if path is not None and os.path.exists(path) and Path(path).resolve().is_relative_to(inside):
+            raise OutputFolderError(
+                f"--overwrite_output_dir would delete {flag} {str(path)!r}, which this run reads: it lies inside "
+                f"--output_dir {str(folder)!r}. Copy it elsewhere first, or choose another --output_dir."
+            )
     for name in contents:
         path = folder / name
         if path.is_dir() and not path.is_symlink():
