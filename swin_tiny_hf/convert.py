@@ -36,12 +36,14 @@ import argparse
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 
 import torch
 
 from .configuration_swin_tiny import SwinTinyConfig
 from .image_processing import IMAGENET_MEAN, IMAGENET_STD, make_image_processor
+from .image_processing_swin_tiny import SwinTinyImageProcessor
 from .imagenet_classes import IMAGENET_1K_WORDNET_IDS, label_config
 from .modeling_swin_tiny import SwinTinyForImageClassification, SwinTinyModel
 from .windows import relative_position_index
@@ -290,15 +292,65 @@ def label_names_from_config(config: dict) -> dict[int, str] | None:
     return {i: str(name) for i, name in enumerate(label_names)}
 
 
+def settings_from_source_config(source_config: dict | None) -> dict:
+    """The SwinTinyConfig settings that a checkpoint's own config.json fixes and its weights do not show.
+
+    A transformers config gives `layer_norm_eps` (carried over). Settings this model cannot honour are refused
+    with a ValueError naming them, rather than converted into a model that computes something else:
+    `hidden_act` other than GELU (ours has GELU only), `layer_norm_eps` other than 1e-5 (transformers mixes it
+    with 1e-5; ours has one eps) and `use_absolute_embeddings=True` (ours has no absolute
+    position embedding). timm's configs (`pretrained_cfg`) hold no architecture settings beyond the weights';
+    timm's Swin uses GELU and LayerNorm's default eps, as ours."""
+    if not source_config or "pretrained_cfg" in source_config:
+        return {}
+    activation = source_config.get("hidden_act", "gelu")
+    if activation != "gelu":
+        raise ValueError(
+            f"the checkpoint's config has hidden_act={activation!r}; swin_tiny's MLP uses 'gelu' only, so the "
+            f"converted model would compute other outputs."
+        )
+    if source_config.get("use_absolute_embeddings"):
+        raise ValueError(
+            "the checkpoint's config has use_absolute_embeddings=True; swin_tiny has no absolute position "
+            "embedding (expected use_absolute_embeddings=False)."
+        )
+    eps = source_config.get("layer_norm_eps", SwinTinyConfig.layer_norm_eps)
+    if eps != SwinTinyConfig.layer_norm_eps:  # carried over, it would also change the embedding's and mergings' norms
+        raise ValueError(
+            f"the checkpoint's config has layer_norm_eps={eps}; transformers' Swin uses it in its blocks and final "
+            f"norm but 1e-05 in the patch embedding and mergings, while swin_tiny has one eps for all (expected "
+            f"layer_norm_eps={SwinTinyConfig.layer_norm_eps})."
+        )
+    return {"layer_norm_eps": eps}
+
+
+def _mlp_ratio(state_dict: dict[str, torch.Tensor], embed_dim: int, num_stages: int) -> float:
+    """The MLP's hidden width over its block's channels, read off every stage's fc1 (one ratio for all, as in
+    SwinTinyConfig); a ValueError if the stages disagree."""
+    ratios = []
+    for stage in range(num_stages):
+        dim = embed_dim * 2**stage  # channels double at every patch merging
+        hidden = state_dict[f"swin.stages.{stage}.blocks.0.mlp.fc1.weight"].shape[0]  # (hidden, dim)
+        ratios.append(hidden / dim)
+    if len(set(ratios)) > 1:
+        raise ValueError(f"the checkpoint's MLPs have hidden/channel ratios {ratios} by stage; swin_tiny has one.")
+    ratio = ratios[0]
+    return int(ratio) if ratio.is_integer() else ratio
+
+
 def config_from_state_dict(
-    state_dict: dict[str, torch.Tensor], image_size: int = 224, id2label: dict[int, str] | None = None
+    state_dict: dict[str, torch.Tensor],
+    image_size: int = 224,
+    id2label: dict[int, str] | None = None,
+    source_config: dict | None = None,
 ) -> SwinTinyConfig:
-    """Read the architecture off a converted state dict (sizes from weight shapes).
+    """Read the architecture off a converted state dict (sizes from weight shapes, the MLP ratio included).
 
     `id2label` names the head's classes (see `label_names_from_config`); WordNet ids among them become readable
     names, the ids kept in `config.wordnet_ids`. Without it, a 1,000-class head is ImageNet-1k's: its labels get
     the classes' names ("goldfish") and WordNet ids. A state dict without `classifier.*` (a base model) takes no
-    names."""
+    names. `source_config` is the checkpoint's own config.json, if any: see `settings_from_source_config`."""
+    settings = settings_from_source_config(source_config)
     projection = state_dict["swin.embeddings.projection.weight"]  # (D, C_in, p, p)
     depths, num_heads, windows = [], [], []
     stage = 0
@@ -309,6 +361,7 @@ def config_from_state_dict(
         num_heads.append(table.shape[1])
         windows.append((math.isqrt(table.shape[0]) + 1) // 2)
         stage += 1
+    mlp_ratio = _mlp_ratio(state_dict, projection.shape[0], stage)
     labels = {}
     if "classifier.weight" in state_dict:
         num_labels = state_dict["classifier.weight"].shape[0]
@@ -336,18 +389,24 @@ def config_from_state_dict(
         depths=depths,
         num_heads=num_heads,
         window_size=windows,
+        mlp_ratio=mlp_ratio,
         qkv_bias="swin.stages.0.blocks.0.attention.qkv.bias" in state_dict,
         patch_norm="swin.embeddings.norm.weight" in state_dict,
         **labels,
+        **settings,
     )
 
 
 def model_from_state_dict(
-    state_dict: dict[str, torch.Tensor], image_size: int = 224, id2label: dict[int, str] | None = None
+    state_dict: dict[str, torch.Tensor],
+    image_size: int = 224,
+    id2label: dict[int, str] | None = None,
+    source_config: dict | None = None,
 ) -> SwinTinyForImageClassification | SwinTinyModel:
     """The model a converted state dict describes, with its weights (all of them, strictly): a
-    SwinTinyForImageClassification, or a SwinTinyModel (base model) when the checkpoint has no head."""
-    config = config_from_state_dict(state_dict, image_size=image_size, id2label=id2label)
+    SwinTinyForImageClassification, or a SwinTinyModel (base model) when the checkpoint has no head.
+    `source_config`: the checkpoint's own config.json, if any (see `config_from_state_dict`)."""
+    config = config_from_state_dict(state_dict, image_size=image_size, id2label=id2label, source_config=source_config)
     if "classifier.weight" in state_dict:
         model = SwinTinyForImageClassification(config)
     else:
@@ -403,14 +462,71 @@ def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     return unwrap_checkpoint(torch.load(path, map_location="cpu", weights_only=True))
 
 
+def json_beside(path: str | Path, name: str) -> tuple[dict | None, Path | None]:
+    """The JSON file `name` next to a checkpoint (or in its folder) and its path; (None, None) where there is none."""
+    json_path = checkpoint_file(path).parent / name
+    if not json_path.is_file():
+        return None, None
+    return json.loads(json_path.read_text()), json_path
+
+
 def label_names_beside(path: str | Path) -> tuple[dict[int, str] | None, Path | None]:
     """Class names from the config.json next to a checkpoint (or in its folder), and that file; (None, None)
     where there is none or it names no classes."""
-    config_path = checkpoint_file(path).parent / "config.json"
-    if not config_path.is_file():
-        return None, None
-    names = label_names_from_config(json.loads(config_path.read_text()))
+    config, config_path = json_beside(path, "config.json")
+    names = label_names_from_config(config) if config else None
     return names, (config_path if names else None)
+
+
+def image_size_from_config(config: dict | None) -> int | None:
+    """The input side a checkpoint's config.json gives: transformers' `image_size`, timm's
+    `pretrained_cfg.input_size[-1]` or `img_size` (top level or in `model_args`); None if it gives none."""
+    if not config:
+        return None
+    pretrained_cfg = config.get("pretrained_cfg") or {}
+    for size in (
+        config.get("image_size"),
+        pretrained_cfg.get("input_size"),
+        config.get("img_size"),
+        (config.get("model_args") or {}).get("img_size"),
+    ):
+        if size:
+            return int(size[-1] if isinstance(size, (list, tuple)) else size)
+    return None
+
+
+PIL_RESAMPLE = {"nearest": 0, "lanczos": 1, "bilinear": 2, "bicubic": 3, "box": 4, "hamming": 5}  # timm's names
+_PROCESSOR_SETTINGS = ("resample", "image_mean", "image_std", "do_rescale", "rescale_factor", "do_normalize")
+
+
+def processor_settings_beside(path: str | Path) -> tuple[dict, Path | None]:
+    """The preprocessing the checkpoint was published with, as SwinTinyImageProcessor settings, and the file it
+    was read from; ({}, None) where none lies beside it.
+
+    A preprocessor_config.json (transformers) gives `resample`, `image_mean`, `image_std` and the rescale and
+    normalise settings; else a timm config.json's `pretrained_cfg` gives `interpolation` (as `resample`), `mean`
+    and `std`. The size is not taken: the processor resizes to the converted model's image_size."""
+    processor, processor_path = json_beside(path, "preprocessor_config.json")
+    if processor:
+        return {k: processor[k] for k in _PROCESSOR_SETTINGS if k in processor}, processor_path
+    config, config_path = json_beside(path, "config.json")
+    pretrained_cfg = (config or {}).get("pretrained_cfg")
+    if not pretrained_cfg:
+        return {}, None
+    settings = {}
+    if "interpolation" in pretrained_cfg:
+        interpolation = pretrained_cfg["interpolation"]
+        if interpolation not in PIL_RESAMPLE:
+            raise ValueError(
+                f"{config_path}: pretrained_cfg.interpolation is {interpolation!r}; expected one of "
+                f"{', '.join(PIL_RESAMPLE)}."
+            )
+        settings["resample"] = PIL_RESAMPLE[interpolation]
+    if "mean" in pretrained_cfg:
+        settings["image_mean"] = list(pretrained_cfg["mean"])
+    if "std" in pretrained_cfg:
+        settings["image_std"] = list(pretrained_cfg["std"])
+    return settings, (config_path if settings else None)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -425,8 +541,26 @@ def get_args_parser() -> argparse.ArgumentParser:
         "class names are read from a config.json beside them",
     )
     parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--image_size", type=int, default=224)
+    parser.add_argument(
+        "--image_size",
+        type=int,
+        default=None,
+        help="input side of the converted model (default: the one in the config.json beside the checkpoint, else 224)",
+    )
     return parser
+
+
+def _image_size(flag: int | None, from_source: int | None, source_path: Path | None) -> int:
+    """--image_size if given (warning where the checkpoint's config says otherwise), else the config's, else 224."""
+    if flag is None:
+        return from_source or 224
+    if from_source is not None and flag != from_source:
+        warnings.warn(
+            f"--image_size {flag}, but the checkpoint's config ({source_path}) says {from_source}: the converted "
+            f"model and processor take {flag}.",
+            stacklevel=3,
+        )
+    return flag
 
 
 def main(argv: list[str] | None = None) -> SwinTinyForImageClassification | SwinTinyModel:
@@ -435,14 +569,28 @@ def main(argv: list[str] | None = None) -> SwinTinyForImageClassification | Swin
     layout = detect_layout(state_dict) if args.source == "auto" else args.source
     state_dict = convert_state_dict(state_dict, args.source)
     id2label, names_from = label_names_beside(args.checkpoint) if "classifier.weight" in state_dict else (None, None)
+    source_config, source_config_path = json_beside(args.checkpoint, "config.json")
+    image_size = _image_size(args.image_size, image_size_from_config(source_config), source_config_path)
     try:
-        model = model_from_state_dict(state_dict, image_size=args.image_size, id2label=id2label)
+        model = model_from_state_dict(
+            state_dict, image_size=image_size, id2label=id2label, source_config=source_config
+        )
     except ValueError as error:
         if names_from:
             error.add_note(f"the class names were read from {names_from}")
+        elif source_config_path:
+            error.add_note(f"the checkpoint's config is {source_config_path}")
         raise
     model.save_pretrained(args.output_dir)
-    make_image_processor(args.image_size, IMAGENET_MEAN, IMAGENET_STD).save_pretrained(args.output_dir)
+    processor_settings, processor_from = processor_settings_beside(args.checkpoint)
+    processor = make_image_processor(image_size, IMAGENET_MEAN, IMAGENET_STD)
+    processor = SwinTinyImageProcessor(**{**processor.to_dict(), **processor_settings})
+    processor.save_pretrained(args.output_dir)
+    if processor_from:
+        taken = ", ".join(f"{k}={v}" for k, v in processor_settings.items())
+        print(f"image processor: {taken} (from {processor_from}), resized to {image_size}x{image_size}")
+    else:
+        print("image processor: bilinear, ImageNet mean and std (no preprocessing beside the checkpoint)")
     config = model.config
     if isinstance(model, SwinTinyModel):
         head = "no classification head: a base model (SwinTinyModel)"

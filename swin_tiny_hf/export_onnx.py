@@ -9,8 +9,10 @@ onnxruntime's CPU kernels lack most half-precision ops. A classifier other than 
 Swin, say) is exported through its own code and checked the same way, with a note that says so.
 
 The export is `torch.onnx.export(..., dynamo=True)` (torch.export underneath) with the batch
-dimension dynamic; the graph takes `pixel_values` (batch, channels, image_size, image_size) and
-returns `logits` (batch, num_labels). After writing the file the command runs it once with
+dimension dynamic; the graph takes `pixel_values` (batch, channels, height, width) and
+returns `logits` (batch, num_labels). Height and width are what the folder's own image processor gives
+(`size` in its preprocessor_config.json, which a model fine-tuned at another resolution keeps), else
+config.image_size; the log says which. After writing the file the command runs it once with
 onnxruntime on random pixels, at a batch size other than the one exported with, prints the largest
 absolute difference from the PyTorch logits, and fails if it is above `--atol`.
 
@@ -43,10 +45,25 @@ class LogitsOnly(nn.Module):
         return self.model(pixel_values=pixel_values).logits  # (B, num_labels)
 
 
-def example_pixels(config, batch: int, seed: int = 0) -> torch.Tensor:
-    """Random normalised pixels (batch, channels, image_size, image_size)."""
+def example_pixels(config, batch: int, seed: int = 0, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Random normalised pixels (batch, channels, height, width): `size` (height, width), else
+    config.image_size square."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn(batch, config.num_channels, config.image_size, config.image_size, generator=generator)
+    height, width = size or (config.image_size, config.image_size)
+    return torch.randn(batch, config.num_channels, height, width, generator=generator)
+
+
+def processor_size(folder: str | Path) -> tuple[int, int] | None:
+    """(height, width) that the folder's saved image processor resizes to (preprocessor_config.json `size` with
+    height and width, under do_resize); None where it has none, or a size that does not fix both sides."""
+    path = Path(folder) / "preprocessor_config.json"
+    if not path.is_file():
+        return None
+    processor = json.loads(path.read_text())
+    size = processor.get("size") or {}
+    if not processor.get("do_resize", True) or not isinstance(size, dict) or not {"height", "width"} <= set(size):
+        return None
+    return int(size["height"]), int(size["width"])
 
 
 def check_exportable(model: nn.Module) -> None:
@@ -66,8 +83,11 @@ def check_exportable(model: nn.Module) -> None:
         )
 
 
-def export_onnx(model: nn.Module, path: str | Path, opset_version: int | None = None) -> Path:
-    """Write `model` (a float32 image classifier) to `path` as ONNX with a dynamic batch dimension."""
+def export_onnx(
+    model: nn.Module, path: str | Path, opset_version: int | None = None, size: tuple[int, int] | None = None
+) -> Path:
+    """Write `model` (a float32 image classifier) to `path` as ONNX with a dynamic batch dimension, traced at
+    `size` (height, width), else config.image_size."""
     check_exportable(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,7 +96,7 @@ def export_onnx(model: nn.Module, path: str | Path, opset_version: int | None = 
     with torch.no_grad():
         torch.onnx.export(
             LogitsOnly(model).eval(),
-            (example_pixels(model.config, EXPORT_BATCH),),
+            (example_pixels(model.config, EXPORT_BATCH, size=size),),
             str(path),
             dynamo=True,
             input_names=["pixel_values"],
@@ -88,11 +108,14 @@ def export_onnx(model: nn.Module, path: str | Path, opset_version: int | None = 
     return path
 
 
-def onnx_max_difference(model: nn.Module, path: str | Path, batch: int = CHECK_BATCH) -> float:
-    """Largest |logits_onnxruntime - logits_pytorch| on random pixels at `batch` (CPU execution provider)."""
+def onnx_max_difference(
+    model: nn.Module, path: str | Path, batch: int = CHECK_BATCH, size: tuple[int, int] | None = None
+) -> float:
+    """Largest |logits_onnxruntime - logits_pytorch| on random pixels at `batch` and `size` (height, width; else
+    config.image_size), on onnxruntime's CPU execution provider."""
     import onnxruntime
 
-    pixels = example_pixels(model.config, batch, seed=1)
+    pixels = example_pixels(model.config, batch, seed=1, size=size)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (onnx_logits,) = session.run(["logits"], {"pixel_values": pixels.numpy()})
     with torch.no_grad():
@@ -100,10 +123,17 @@ def onnx_max_difference(model: nn.Module, path: str | Path, batch: int = CHECK_B
     return float((torch.from_numpy(onnx_logits) - torch_logits).abs().max())
 
 
-def check_export(model: nn.Module, path: str | Path, atol: float = 1e-4, batch: int = CHECK_BATCH) -> float:
-    """Run the file against the model; raise a ValueError if they differ by more than `atol`."""
+def check_export(
+    model: nn.Module,
+    path: str | Path,
+    atol: float = 1e-4,
+    batch: int = CHECK_BATCH,
+    size: tuple[int, int] | None = None,
+) -> float:
+    """Run the file against the model at `size` (height, width; else config.image_size); raise a ValueError if
+    they differ by more than `atol`."""
     check_exportable(model)
-    difference = onnx_max_difference(model, path, batch)
+    difference = onnx_max_difference(model, path, batch, size)
     if not difference <= atol:  # also catches NaN
         raise ValueError(
             f"{path}: onnxruntime's logits differ from PyTorch's by up to {difference:.3g} at batch {batch}, "
@@ -170,9 +200,16 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> float:
     args = get_args_parser().parse_args(argv)
     model, note = load_classifier(args.model)
+    size = processor_size(args.model)
+    if size is None:
+        size = (model.config.image_size, model.config.image_size)
+        note += f"; input {size[0]}x{size[1]} (config.image_size; no fixed processor size in the folder)"
+    else:
+        config_size = model.config.image_size
+        note += f"; input {size[0]}x{size[1]}, the folder's processor size (config.image_size: {config_size})"
     try:
-        path = export_onnx(model, args.output, args.opset)
-        difference = check_export(model, path, args.atol)
+        path = export_onnx(model, args.output, args.opset, size)
+        difference = check_export(model, path, args.atol, size=size)
     except Exception as error:  # say which model failed (another library's, say) under the exporter's own words
         error.add_note(f"while exporting {args.model}: {note}")
         raise

@@ -228,3 +228,90 @@ def test_unknown_or_mixed_layouts_are_refused_naming_keys(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="has none of model.safetensors, pytorch_model.bin"):
         main(["--checkpoint", str(tmp_path / "empty"), "--output_dir", str(tmp_path / "out")])
+
+
+def tiny_transformers_swin(**overrides):
+    """A tiny transformers SwinForImageClassification (32 px, patch 2, windows of 4), perturbed weights."""
+    from transformers import SwinConfig, SwinForImageClassification
+
+    values = dict(image_size=32, patch_size=2, embed_dim=16, depths=[2, 2], num_heads=[1, 2], window_size=4)
+    values.update(overrides)
+    return perturbed(SwinForImageClassification(SwinConfig(num_labels=3, **values)), scale=0.2)
+
+
+def test_transformers_folder_gives_its_image_size_and_preprocessing(tmp_path):
+    """The converted folder preprocesses as the source's (bicubic, its mean and std) at the source's size, so the
+    two pipelines agree; an explicit --image_size that disagrees is warned about."""
+    import numpy as np
+    import PIL.Image
+    from transformers import AutoImageProcessor, ViTImageProcessor
+
+    reference = tiny_transformers_swin(image_size=48)
+    reference.save_pretrained(tmp_path / "hf")
+    source_processor = ViTImageProcessor(
+        size={"height": 48, "width": 48}, resample=3, image_mean=[0.5, 0.4, 0.3], image_std=[0.2, 0.25, 0.3]
+    )
+    source_processor.save_pretrained(tmp_path / "hf")
+    model = main(["--checkpoint", str(tmp_path / "hf" / "model.safetensors"), "--output_dir", str(tmp_path / "out")])
+    assert model.config.image_size == 48
+    processor = AutoImageProcessor.from_pretrained(tmp_path / "out")
+    assert (processor.resample, processor.size) == (3, {"height": 48, "width": 48})
+    assert list(processor.image_mean) == pytest.approx([0.5, 0.4, 0.3])
+    image = PIL.Image.fromarray((np.random.RandomState(0).rand(61, 53, 3) * 255).astype("uint8"))
+    pixels = processor(image, return_tensors="pt").pixel_values
+    torch.testing.assert_close(pixels, source_processor(image, return_tensors="pt").pixel_values)
+    with torch.no_grad():
+        torch.testing.assert_close(model(pixels).logits, reference(pixels).logits, atol=ATOL, rtol=0)
+    with pytest.warns(UserWarning, match=r"--image_size 64, but the checkpoint's config .* says 48"):
+        model = main(
+            ["--checkpoint", str(tmp_path / "hf"), "--output_dir", str(tmp_path / "out64"), "--image_size", "64"]
+        )
+    assert model.config.image_size == 64
+
+
+def test_timm_pretrained_cfg_gives_image_size_and_preprocessing(tmp_path):
+    from safetensors.torch import save_file
+    from transformers import AutoImageProcessor
+
+    timm_model = timm_swin(tiny_config(image_size=64, num_labels=3))
+    (tmp_path / "hub").mkdir()
+    save_file(timm_model.state_dict(), tmp_path / "hub" / "model.safetensors")
+    pretrained_cfg = {"input_size": [3, 64, 64], "interpolation": "bicubic", "mean": [0.5] * 3, "std": [0.3] * 3}
+    (tmp_path / "hub" / "config.json").write_text(json.dumps({"num_classes": 3, "pretrained_cfg": pretrained_cfg}))
+    model = main(["--checkpoint", str(tmp_path / "hub"), "--output_dir", str(tmp_path / "out")])
+    assert model.config.image_size == 64
+    processor = AutoImageProcessor.from_pretrained(tmp_path / "out")
+    assert (processor.resample, list(processor.image_mean), list(processor.image_std)) == (3, [0.5] * 3, [0.3] * 3)
+    pretrained_cfg["interpolation"] = "area"
+    (tmp_path / "hub" / "config.json").write_text(json.dumps({"num_classes": 3, "pretrained_cfg": pretrained_cfg}))
+    with pytest.raises(ValueError, match=r"interpolation is 'area'; expected one of nearest, lanczos, bilinear"):
+        main(["--checkpoint", str(tmp_path / "hub"), "--output_dir", str(tmp_path / "out2")])
+
+
+def test_transformers_settings_swin_tiny_cannot_honour_are_refused(tmp_path):
+    # transformers uses the eps in its blocks and final norm, 1e-5 in the embedding and mergings: ours has one eps
+    reference = tiny_transformers_swin(layer_norm_eps=0.1)
+    with pytest.raises(ValueError, match=r"layer_norm_eps=0.1; transformers' Swin uses it in its blocks"):
+        model_from_state_dict(convert_state_dict(reference.state_dict()), source_config=reference.config.to_dict())
+    relu = tiny_transformers_swin(hidden_act="relu")
+    relu.save_pretrained(tmp_path / "relu")
+    with pytest.raises(ValueError, match=r"hidden_act='relu'; swin_tiny's MLP uses 'gelu' only"):
+        main(["--checkpoint", str(tmp_path / "relu"), "--output_dir", str(tmp_path / "out")])
+    absolute = tiny_transformers_swin(use_absolute_embeddings=True)
+    with pytest.raises(ValueError, match=r"use_absolute_embeddings=True; swin_tiny has no absolute position"):
+        config_from_state_dict(convert_state_dict(reference.state_dict()), source_config=absolute.config.to_dict())
+
+
+@settings(max_examples=4, deadline=None)
+@given(mlp_ratio=st.sampled_from([1, 2, 3, 1.5]), layout=st.sampled_from(["timm", "transformers"]))
+def test_mlp_ratio_is_read_off_the_weights(mlp_ratio, layout):
+    if layout == "timm":
+        reference = timm_swin(tiny_config(mlp_ratio=mlp_ratio))
+    else:
+        reference = tiny_transformers_swin(mlp_ratio=mlp_ratio)
+    model = model_from_state_dict(convert_state_dict(reference.state_dict()), image_size=32)
+    assert model.config.mlp_ratio == mlp_ratio
+    pixels = images(model.config)
+    with torch.no_grad():
+        expected = reference(pixels) if layout == "timm" else reference(pixels).logits
+        torch.testing.assert_close(model(pixels).logits, expected, atol=ATOL, rtol=0)

@@ -139,3 +139,24 @@ def test_transformers_own_classifier_exports_with_a_note(tmp_path, capsys):
     difference = main(["--model", str(folder), "--output", str(tmp_path / "model.onnx")])
     assert "SwinForImageClassification; model_type 'swin', not swin_tiny" in capsys.readouterr().out
     assert difference <= 1e-4
+
+
+def test_a_folder_fine_tuned_at_another_size_exports_at_its_processor_size(tmp_path, capsys):
+    """config.image_size 32, but the folder's processor gives 64 px: the graph takes what the processor gives."""
+    import numpy as np
+    import PIL.Image
+
+    from swin_tiny_hf import SwinTinyImageProcessor
+
+    model = perturbed(SwinTinyForImageClassification(tiny_config())).eval()
+    folder = save_tiny(model, tmp_path / "fine_tuned")
+    SwinTinyImageProcessor(size={"height": 64, "width": 64}).save_pretrained(folder)
+    difference = main(["--model", str(folder), "--output", str(tmp_path / "model.onnx")])
+    assert "input 64x64, the folder's processor size (config.image_size: 32)" in capsys.readouterr().out
+    assert difference <= 1e-4
+    image = PIL.Image.fromarray((np.random.RandomState(0).rand(50, 70, 3) * 255).astype("uint8"))
+    pixels = SwinTinyImageProcessor.from_pretrained(folder)(image, return_tensors="pt").pixel_values  # (1, 3, 64, 64)
+    saved = SwinTinyForImageClassification.from_pretrained(folder).eval()
+    with torch.no_grad():
+        expected = saved(pixels).logits
+    torch.testing.assert_close(onnx_logits(tmp_path / "model.onnx", pixels), expected, atol=1e-4, rtol=0)

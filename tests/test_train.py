@@ -310,12 +310,12 @@ def test_a_misspelt_or_abbreviated_flag_is_an_error(tmp_path, capsys):
     for flags, message in (
         (["--learning", "1e-3"], "unrecognized arguments: --learning"),  # no abbreviations
         (["--eval_only"], "--eval_only needs --model_name_or_path"),
-        (["--checkpoints_total_limit", "0"], "--checkpoints_total_limit must be at least 1, got 0"),
-        (["--lr_base", "-1"], "--lr_base must be in (0, inf), got -1.0"),
+        (["--checkpoints_total_limit", "0"], "argument --checkpoints_total_limit: expected an integer of at least 1, got 0"),
+        (["--lr_base", "-1"], "argument --lr_base: expected a number in (0, inf), got -1"),
         (["--learning_rate", "inf"], "argument --learning_rate: expected a finite number, got 'inf'"),
         (["--warmup_epochs", "nan"], "argument --warmup_epochs: expected a finite number, got 'nan'"),
         (["--drop_path_rate", "nan"], "argument --drop_path_rate: expected a finite number, got 'nan'"),
-        (["--adam_beta2", "1"], "--adam_beta2 must be in [0, 1), got 1.0"),
+        (["--adam_beta2", "1"], "argument --adam_beta2: expected a number in [0, 1), got 1"),
         (["--mixup_prob", "0.7", "--cutmix_prob", "0.5"], "--mixup_prob + --cutmix_prob must be at most 1"),
         (["--preemption_signals", "SIGKILL"], "'SIGKILL' is not a signal a process can handle"),
         (["--torch_compile", "fast"], "argument --torch_compile: invalid choice: 'fast'"),

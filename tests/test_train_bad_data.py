@@ -100,8 +100,8 @@ def test_bad_rows_found_at_start_are_refused_or_dropped_and_reported(tmp_path):
 @pytest.mark.parametrize(
     ("flags", "expected"),
     [
-        (["--max_eval_samples", "0"], "--max_eval_samples must be at least 1, got 0"),
-        (["--max_train_samples", "0"], "--max_train_samples must be at least 1, got 0"),
+        (["--max_eval_samples", "0"], "argument --max_eval_samples: expected an integer of at least 1, got 0"),
+        (["--max_train_samples", "0"], "argument --max_train_samples: expected an integer of at least 1, got 0"),
         (
             ["--max_train_samples", "5"],
             "split 'train' has 5 rows after --max_train_samples, fewer than one global batch of 8 "

@@ -206,7 +206,8 @@ def test_every_ranged_flag_refuses_values_outside_its_range_at_parse_time(capsys
                 train.parse_args([flag, "nan", "--output_dir", "x"])
             assert f"argument {flag}: expected a finite number, got 'nan'" in capsys.readouterr().err
         value = str(int(inside)) if integer else str(inside)
-        if flag not in ("--mixup_prob", "--cutmix_prob", "--min_learning_rate"):  # rules between flags
+        # rules between flags: the probabilities' sum, an alpha for a mix that is on, the minimum learning rate
+        if flag not in ("--mixup_prob", "--cutmix_prob", "--mixup_alpha", "--cutmix_alpha", "--min_learning_rate"):
             assert isinstance(train.parse_args([flag, value, "--output_dir", "x"]), argparse.Namespace)
     for value, rule in (("0", "an integer of at least 1"), ("-3", "an integer of at least 1")):
         with pytest.raises(SystemExit):
