@@ -310,7 +310,10 @@ def test_a_misspelt_or_abbreviated_flag_is_an_error(tmp_path, capsys):
     for flags, message in (
         (["--learning", "1e-3"], "unrecognized arguments: --learning"),  # no abbreviations
         (["--eval_only"], "--eval_only needs --model_name_or_path"),
-        (["--checkpoints_total_limit", "0"], "argument --checkpoints_total_limit: expected an integer of at least 1, got 0"),
+        (
+            ["--checkpoints_total_limit", "0"],
+            "argument --checkpoints_total_limit: expected an integer of at least 1, got 0",
+        ),
         (["--lr_base", "-1"], "argument --lr_base: expected a number in (0, inf), got -1"),
         (["--learning_rate", "inf"], "argument --learning_rate: expected a finite number, got 'inf'"),
         (["--warmup_epochs", "nan"], "argument --warmup_epochs: expected a finite number, got 'nan'"),
