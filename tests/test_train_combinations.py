@@ -56,6 +56,7 @@ def fine_tuned(tmp_path_factory):
 
     handler = ListHandler()
     logging.getLogger("train").addHandler(handler)
+    AcceleratorState._reset_state(reset_partial_state=True)  # whatever ran before in this process
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(MixupCutmixCollator, "__call__", recording_collate)
         patch.setattr(train, "evaluate_model", recording_evaluate)
@@ -69,6 +70,7 @@ def fine_tuned(tmp_path_factory):
 def fresh_accelerator_state():
     """Each in-process run builds its Accelerator afresh (accelerate keeps one state per process, and refuses a
     second precision in it), as a new process would."""
+    AcceleratorState._reset_state(reset_partial_state=True)  # other test modules build Accelerators in-process
     yield
     AcceleratorState._reset_state(reset_partial_state=True)
 
