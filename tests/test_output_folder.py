@@ -158,3 +158,32 @@ def test_a_long_listing_is_cut_to_eight_names(tmp_path):
         (tmp_path / f"file_{number:02d}").write_text("x")
     with pytest.raises(OutputFolderError, match=r"\(file_00, .*, file_07 and 3 more\)"):
         prepare_output_folder(tmp_path, resuming=False, overwrite=False)
+
+
+def test_a_forked_child_does_not_keep_the_folder_locked(tmp_path):
+    """A data-loader worker is a fork of the run: when the run ends (or is killed) while the worker lives on for a
+    moment, the folder must be free at once."""
+    import fcntl
+    import signal
+
+    from swin_tiny_hf.training import output_folder
+
+    output_folder.lock_output_folder(tmp_path)
+    ready, said = os.pipe()
+    child = os.fork()
+    if child == 0:  # the worker (its fork handlers have run by now): lives on after its parent lets go
+        os.write(said, b"up")
+        signal.pause()
+        os._exit(0)
+    os.read(ready, 2)
+    try:
+        descriptor = output_folder._HELD.pop(str(tmp_path.resolve()))
+        os.close(descriptor)  # the run's end (or its death): its own copy closed, the file left in place
+        other = os.open(tmp_path / output_folder.LOCK_FILE, os.O_RDWR)
+        try:
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free, though the child still lives
+        finally:
+            os.close(other)
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)

@@ -27,6 +27,21 @@ LOCK_FILE = ".run.lock"
 _HELD: dict[str, int] = {}  # folder -> open descriptor holding its lock, for the life of the process
 
 
+def _close_held_locks_in_child() -> None:
+    """A forked child (a data-loader worker) inherits the lock's descriptor, and a `flock` lasts while any copy is
+    open: a worker that outlives a killed run would keep its folder locked. The child closes its copies (the
+    parent's lock stays) and holds no lock of its own."""
+    for descriptor in _HELD.values():
+        try:
+            os.close(descriptor)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_held_locks_in_child)
+
+
 class OutputFolderError(RuntimeError):
     """The output folder is in use by another run, or holds a run's files that this run would overwrite."""
 
