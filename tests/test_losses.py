@@ -247,7 +247,9 @@ def test_an_unknown_problem_type_names_the_choices():
 def test_the_training_recipe_trains_on_soft_targets_with_a_soft_target_cross_entropy():
     """train.py's collator always gives float (B, K) targets (Mixup, CutMix, label smoothing): its model config
     names the problem type, or the model would read them as multi-label targets."""
-    import train
+    from swin_tiny_hf.training.flags import model_overrides, parse_args
+    from swin_tiny_hf.training.starting_model import model_config
 
-    args = train.parse_args(["--output_dir", "x"])
-    assert train.model_config(args, ["cat", "dog", "fish"]).problem_type == "single_label_classification"
+    args = parse_args(["--output_dir", "x"])
+    config = model_config(None, model_overrides(args), ["cat", "dog", "fish"])
+    assert config.problem_type == "single_label_classification"

@@ -5,9 +5,14 @@ import torch
 from swin_tiny_hf import SwinTinyForImageClassification
 from swin_tiny_hf.training import top_k_accuracy
 from swin_tiny_hf.training.optimization import (
+    OptimizerSettings,
+    Schedule,
+    SettingsError,
     learning_rate_at,
     learning_rate_used,
+    long_warmup_warning,
     parameter_groups,
+    resolve_learning_rate,
     scaled_learning_rate,
     warmup_cosine_scheduler,
 )
@@ -90,20 +95,39 @@ def test_learning_rate_follows_the_global_batch():
 
 
 def test_train_resolves_the_learning_rate_from_processes_batch_and_accumulation():
-    import train
+    """flags.py's resolve_flags: the global batch counts processes and accumulation, and --lr_base scales."""
+    from swin_tiny_hf.training import flags
 
-    args = train.parse_args(
+    args = flags.parse_args(
         ["--output_dir", "x", "--per_device_train_batch_size", "64", "--gradient_accumulation_steps", "2"]
     )
-    learning_rate, global_batch, how = train.resolve_learning_rate(args, num_processes=8)
-    assert global_batch == 1024 and learning_rate == pytest.approx(2.5e-4 * 1024 / 64)
-    assert "--lr_base 0.00025 x (1024 / 64), linear" == how
-    explicit = train.parse_args(["--output_dir", "x", "--learning_rate", "1e-3"])
-    assert train.resolve_learning_rate(explicit, num_processes=8)[:2] == (1e-3, 512)
+    resolved = flags.resolve_flags(args, 8, "cpu")
+    assert resolved.global_batch_size == 1024 and resolved.learning_rate == pytest.approx(2.5e-4 * 1024 / 64)
+    assert args.learning_rate is None  # the parsed flags stay as given
+    assert (
+        resolve_learning_rate(None, 2.5e-4, 64, "linear", 5e-6, 1024)[1] == "--lr_base 0.00025 x (1024 / 64), linear"
+    )
+    explicit = flags.parse_args(["--output_dir", "x", "--learning_rate", "1e-3"])
+    resolved = flags.resolve_flags(explicit, 8, "cpu")
+    assert (resolved.learning_rate, resolved.global_batch_size) == (1e-3, 512)
+    with pytest.raises(SettingsError, match=r"--min_learning_rate 0.01 is above the peak learning rate 0.00025"):
+        resolve_learning_rate(None, 2.5e-4, 64, "linear", 1e-2, 64)
+    one = flags.resolve_flags(flags.parse_args(["--output_dir", "x"]), 1, "cpu")
+    assert (one.global_batch_size, one.dataloader_num_workers) == (64, 0)  # CPU: no loader workers by default
+    assert flags.resolve_flags(flags.parse_args(["--output_dir", "x"]), 1, "cuda").dataloader_num_workers >= 1
+
+
+def test_a_warmup_longer_than_the_run_is_said_with_where_the_rate_ends():
+    settings = OptimizerSettings(1e-3, 1e-5, warmup_epochs=10, warmup_start_factor=0.01, weight_decay=0, betas=(0, 0))
+    assert long_warmup_warning(settings, Schedule(steps_per_epoch=10, max_train_steps=1000)) is None
+    message = long_warmup_warning(settings, Schedule(steps_per_epoch=10, max_train_steps=50))
+    ends_at = learning_rate_at(49, 1e-3, 100, 50, 1e-5, 0.01)
+    assert "--warmup_epochs 10: 100 optimizer steps of 10 per epoch" in message
+    assert f"never reaches its peak 1.000e-03 (it ends at {ends_at:.3e})" in message
 
 
 def test_auto_precision_is_bf16_only_where_the_cpu_computes_it_natively(monkeypatch):
-    import train
+    from swin_tiny_hf.training import accelerator as train  # where resolve_mixed_precision and its check live
 
     monkeypatch.delenv("ACCELERATE_MIXED_PRECISION", raising=False)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)

@@ -16,6 +16,7 @@ from swin_tiny_hf.training import output_folder
 from swin_tiny_hf.training.output_folder import (
     LOCK_FILE,
     OutputFolderError,
+    claim_output_folder,
     lock_output_folder,
     prepare_output_folder,
     release_output_folder,
@@ -187,3 +188,26 @@ def test_a_forked_child_does_not_keep_the_folder_locked(tmp_path):
     finally:
         os.kill(child, signal.SIGKILL)
         os.waitpid(child, 0)
+
+
+class OneProcess:
+    """What claim_output_folder reads off the accelerator, for a run of one process."""
+
+    is_main_process, num_processes = True, 1
+
+
+def test_a_claim_locks_the_folder_and_refuses_or_replaces_what_another_run_left(tmp_path):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "history.json").write_text("[]")
+    try:
+        with pytest.raises(OutputFolderError, match="is not empty \\(history.json\\)"):
+            claim_output_folder(OneProcess, folder, resuming=False, overwrite=False, inputs={})
+        assert (folder / "history.json").exists()  # refused: nothing touched
+        release_output_folder(folder)
+        assert claim_output_folder(OneProcess, folder, resuming=True, overwrite=False, inputs={}) == []
+        release_output_folder(folder)
+        removed = claim_output_folder(OneProcess, folder, resuming=False, overwrite=True, inputs={})
+        assert removed == ["history.json"] and [p.name for p in folder.iterdir()] == [".run.lock"]
+    finally:
+        release_output_folder(folder)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from dataclasses import fields
 
 
 def parse_bool(value: str) -> bool:
@@ -79,3 +80,12 @@ def ranged(kind: type, interval: str) -> Callable[[str], int | float]:
     parse_ranged.__name__ = f"{kind.__name__} in {interval}"  # argparse names the type in some messages
     parse_ranged.interval = interval
     return parse_ranged
+
+
+class FromFlags:
+    """A mixin for a dataclass of settings that are flags of the same names: `Settings.from_args(args)`, with
+    `resolved` values (worked out after parsing: the learning rate for the global batch, ...) in place of theirs."""
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **resolved):
+        return cls(**{f.name: resolved[f.name] if f.name in resolved else getattr(args, f.name) for f in fields(cls)})

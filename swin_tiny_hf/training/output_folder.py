@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from accelerate.utils import broadcast_object_list
+
 LOCK_FILE = ".run.lock"
 _HELD: dict[str, int] = {}  # folder -> open descriptor holding its lock, for the life of the process
 
@@ -130,3 +132,27 @@ def prepare_output_folder(
         else:
             path.unlink()
     return contents
+
+
+def claim_output_folder(
+    accelerator,
+    folder: str | os.PathLike,
+    resuming: bool,
+    overwrite: bool,
+    inputs: dict[str, str | os.PathLike | None],
+    can_resume: bool = True,
+) -> list[str]:
+    """A run's claim on its folder, on every process: the main process locks it and prepares it
+    (`prepare_output_folder`); every process gets the verdict, so all stop together on a refusal
+    (OutputFolderError). Returns the names --overwrite_output_dir deleted (on the main process)."""
+    error, removed = None, []
+    if accelerator.is_main_process:
+        try:
+            lock_output_folder(folder)
+            removed = prepare_output_folder(folder, resuming, overwrite, inputs, can_resume)
+        except OutputFolderError as refused:
+            error = str(refused)
+    error = broadcast_object_list([error])[0] if accelerator.num_processes > 1 else error
+    if error:
+        raise OutputFolderError(error)
+    return removed
