@@ -23,6 +23,7 @@ from pathlib import Path
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from swin_tiny_hf.training.accelerator import build_accelerator
 from swin_tiny_hf.training.artifacts import CardFacts, push_to_hub, save_model_folder, write_final_outputs
@@ -249,8 +250,8 @@ def run_training(args, accelerator, preemption, model, image_processor, dataset,
         (args.adam_beta1, args.adam_beta2),
     )
     optimizer, scheduler = build_optimizer_and_scheduler(model, optimizer_settings, schedule)
-    if warning := long_warmup_warning(optimizer_settings, schedule):
-        logger.warning("%s", warning)
+    if (warning := long_warmup_warning(optimizer_settings, schedule)) and accelerator.is_main_process:
+        logger.warning("%s", warning)  # once, not once per process
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     # the checkpoint is resolved once: "latest" means the same folder for the state and the free-space check
     try:
@@ -343,7 +344,8 @@ def run_training(args, accelerator, preemption, model, image_processor, dataset,
     )
     train_start = time.perf_counter()
     try:
-        results = run_epochs(loop, data, schedule, state, metric, save_best, output_dir)
+        with logging_redirect_tqdm():  # log lines above the progress bar, not on its line
+            results = run_epochs(loop, data, schedule, state, metric, save_best, output_dir)
     finally:  # from here on a signal has its default effect (the final model is written atomically)
         preemption.restore()
     if preemption.received is not None:  # after the last step's check: the training is complete

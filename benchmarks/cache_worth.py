@@ -1,12 +1,13 @@
-"""What a cache of the attention masks would be worth: inference images/s with and without one, in one run.
+"""What caching the masks would be worth: inference images/s with and without a cache, in one run.
 
     python benchmarks/cache_worth.py [--batch_size 64] [--sizes 64 80] [--rounds 7] [--iterations 2]
 
-The model builds every block's additive mask (its relative position bias gathered from the table, plus the
-shift mask) on each forward, and the shift masks of sizes other than the config's too. A cache of them (the
-model once had one) goes stale when weights change without bumping their version counter. This script
-measures what such a cache would save, on the default config (SwinTinyConfig(), 64 px) in eval mode under
-`torch.no_grad`:
+The model builds on each forward every block's additive mask (its relative position bias gathered from the
+table, plus the shift mask) and each stage's shift mask, for the input's size. A cache of the first (the model
+once had one) goes stale when weights change without bumping their version counter; a buffer of the second
+(the model once kept one, for the config's size) is a second path for one size, empty on the meta device until
+`_init_weights` fills it. This script measures what caching them would save, on the default config
+(SwinTinyConfig(), 64 px) in eval mode under `torch.no_grad`:
 
 - "cached": `WindowAttention.attention_mask` and `SwinStage.shift_mask_for` wrapped in a memo, valid here only
   because the weights never change during the run;
@@ -14,9 +15,10 @@ measures what such a cache would save, on the default config (SwinTinyConfig(), 
 
 fp32 and bf16 autocast; the variants alternate inside every round (which goes first alternates too), so drift and
 other jobs on the cores hit both alike. Prints per variant the median images/s and the spread (min-max) over the
-rounds, the median of the per-round ratios, and the time the mask building itself takes per forward, measured
-directly (median and fastest of 7): the most any cache could save, a figure that contention on the cores distorts
-less than a throughput ratio.
+rounds, the median of the per-round ratios, and the time the building itself takes per forward, measured
+directly (median and fastest of 7), for the attention masks and the shift masks apart: the most any cache could
+save, a figure that contention on the cores distorts less than a throughput ratio. Last, what building each
+block's relative position index (a buffer: a constant of the block) on every forward would cost.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import torch
 
 from swin_tiny_hf import SwinTinyConfig, SwinTinyForImageClassification
 from swin_tiny_hf.modeling_swin_tiny import SwinStage, WindowAttention
+from swin_tiny_hf.windows import relative_position_index
 
 UNCACHED = {"attention_mask": WindowAttention.attention_mask, "shift_mask_for": SwinStage.shift_mask_for}
 
@@ -74,32 +77,46 @@ def images_per_second(model, pixel_values, precision: str, cached: bool, iterati
 
 
 def mask_seconds_per_forward(model, pixel_values, precision: str, repeats: int = 7) -> dict[str, list[float]]:
-    """Seconds spent building masks in each of `repeats` uncached forwards ("masks"), and of each forward."""
-    spent = [0.0]
+    """Seconds spent building the attention masks ("attention_masks") and the shift masks ("shift_masks") in each of
+    `repeats` uncached forwards, and the seconds of each forward ("forward")."""
+    spent = {"attention_masks": 0.0, "shift_masks": 0.0}
 
-    def timed(function):
+    def timed(function, name):
         def wrapper(*args):
             start = time.perf_counter()
             result = function(*args)
-            spent[0] += time.perf_counter() - start
+            spent[name] += time.perf_counter() - start
             return result
 
         return wrapper
 
-    seconds = {"masks": [], "forward": []}
-    WindowAttention.attention_mask = timed(UNCACHED["attention_mask"])
-    SwinStage.shift_mask_for = timed(UNCACHED["shift_mask_for"])
+    seconds = {"attention_masks": [], "shift_masks": [], "forward": []}
+    WindowAttention.attention_mask = timed(UNCACHED["attention_mask"], "attention_masks")
+    SwinStage.shift_mask_for = timed(UNCACHED["shift_mask_for"], "shift_masks")
     try:
         with torch.no_grad(), precision_context(precision):
             for _ in range(repeats):
-                spent[0] = 0.0
+                spent.update(attention_masks=0.0, shift_masks=0.0)
                 start = time.perf_counter()
                 model(pixel_values)
                 seconds["forward"].append(time.perf_counter() - start)
-                seconds["masks"].append(spent[0])
+                for name, value in spent.items():
+                    seconds[name].append(value)
     finally:
         WindowAttention.attention_mask = UNCACHED["attention_mask"]
         SwinStage.shift_mask_for = UNCACHED["shift_mask_for"]
+    return seconds
+
+
+def index_seconds_per_forward(model, repeats: int = 7) -> list[float]:
+    """Seconds that building every block's relative position index would take, per forward (of `repeats`)."""
+    windows = [module.window for module in model.modules() if isinstance(module, WindowAttention)]
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for window in windows:
+            relative_position_index(window)
+        seconds.append(time.perf_counter() - start)
     return seconds
 
 
@@ -149,12 +166,20 @@ def main() -> None:
                 f"(min {min(ratios):.4f}, max {max(ratios):.4f})"
             )
             for name, pick in (("median", statistics.median), ("fastest", min)):
-                masks, forward = pick(seconds["masks"]), pick(seconds["forward"])
-                print(
-                    f"{size} px {precision} building the masks, {name} of {len(seconds['forward'])} forwards: "
-                    f"{masks * 1e3:.3f} ms of {forward * 1e3:.1f} ms ({100 * masks / forward:.3f}%)"
-                )
+                forward = pick(seconds["forward"])
+                for masks in ("attention_masks", "shift_masks"):
+                    built = pick(seconds[masks])
+                    print(
+                        f"{size} px {precision} building the {masks.replace('_', ' ')}, {name} of "
+                        f"{len(seconds['forward'])} forwards: {built * 1e3:.3f} ms of {forward * 1e3:.1f} ms "
+                        f"({100 * built / forward:.3f}%)"
+                    )
             print()
+    index = index_seconds_per_forward(model)
+    print(
+        f"building every block's relative position index, per forward: median {statistics.median(index) * 1e3:.3f} "
+        f"ms, fastest {min(index) * 1e3:.3f} ms"
+    )
 
 
 if __name__ == "__main__":

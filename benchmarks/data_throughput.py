@@ -22,8 +22,8 @@ import torch
 from PIL import Image
 from torchvision import transforms as v1
 
-from swin_tiny_hf.image_processing import TINY_IMAGENET_MEAN as MEAN
-from swin_tiny_hf.image_processing import TINY_IMAGENET_STD as STD
+from swin_tiny_hf.image_processing_swin_tiny import TINY_IMAGENET_MEAN as MEAN
+from swin_tiny_hf.image_processing_swin_tiny import TINY_IMAGENET_STD as STD
 from swin_tiny_hf.training.batch_augmentation import ReferenceTrainAugmentation
 from swin_tiny_hf.training.collate import MixupCutmixCollator
 from swin_tiny_hf.training.transforms import TrainTransform

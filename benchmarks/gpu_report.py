@@ -232,7 +232,7 @@ def data_throughput(sizes: dict, dataset_dir: Path) -> list[dict]:
     import datasets
     from torch.utils.data import DataLoader
 
-    from swin_tiny_hf.image_processing import TINY_IMAGENET_MEAN, TINY_IMAGENET_STD
+    from swin_tiny_hf.image_processing_swin_tiny import TINY_IMAGENET_MEAN, TINY_IMAGENET_STD
     from swin_tiny_hf.training.batch_augmentation import ReferenceTrainAugmentation
     from swin_tiny_hf.training.collate import MixupCutmixCollator
     from swin_tiny_hf.training.data import prepare_splits

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Create .venv and install the project with its test extra. Idempotent: re-runs only when pyproject.toml changes.
-# Prints one line per step; pip's own output only on failure.
+# Create .venv and install the project with its test extra. Idempotent: installs again only when the
+# dependencies in pyproject.toml change. Prints one line per step; pip's own output only on failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || { echo "setup: creating .venv with $("$PYTHON" --version)"; "$PYTHON" -m venv .venv; }
-stamp=".venv/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
+# The stamp names the hash of pyproject.toml less its test and lint settings ([tool.pytest...], [tool.ruff...]):
+# a change there needs no new install.
+stamp=".venv/.installed-$(awk '/^\[/ { skip = /^\[tool\.(pytest|ruff)/ } !skip' pyproject.toml | sha1sum | cut -c1-12)"
 if [ ! -f "$stamp" ]; then
     log=.venv/install.log
     run() {  # a step's pip output goes to the log, shown only if the step fails
@@ -24,12 +26,17 @@ if [ ! -f "$stamp" ]; then
     run .venv/bin/python -m pip install "torch==2.14.1" "torchvision==0.29.1"
     echo "setup: installing swin_tiny_hf and its test tools (pip install -e '.[test]')"
     run .venv/bin/python -m pip install -e ".[test]"
+    rm -f .venv/.installed-*
     touch "$stamp"
-    echo "setup: done (.venv; the log of the install is $log). Activate it with: source .venv/bin/activate"
+    echo "setup: installed in ${SECONDS} s (pip's log: $log)"
+    echo "setup: in each new shell, activate the environment first: source .venv/bin/activate"
 fi
-# accelerate's default config for this machine (its processes, GPUs or CPU), once: without one, every
+# accelerate's default config for this machine (its GPUs, or the CPU), once: without one, every
 # `accelerate launch` warns about the values it had to assume. `accelerate config` changes it.
-if ! .venv/bin/python -c "from accelerate.commands.config.config_args import default_config_file as f; import os, sys; sys.exit(not os.path.isfile(f))"; then
+# The path accelerate reads (accelerate.commands.config.config_args.default_config_file), found without
+# importing accelerate (and torch), which takes seconds.
+accelerate_config="${HF_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/huggingface}/accelerate/default_config.yaml"
+if [ ! -f "$accelerate_config" ]; then
     .venv/bin/accelerate config default >/dev/null
-    echo "setup: wrote accelerate's default config for this machine (accelerate config default); change it with: accelerate config"
+    echo "setup: wrote accelerate's default config for this machine ($accelerate_config); change it with: accelerate config"
 fi

@@ -42,8 +42,7 @@ from pathlib import Path
 import torch
 
 from .configuration_swin_tiny import SwinTinyConfig
-from .image_processing import IMAGENET_MEAN, IMAGENET_STD, make_image_processor
-from .image_processing_swin_tiny import SwinTinyImageProcessor
+from .image_processing_swin_tiny import IMAGENET_MEAN, IMAGENET_STD, SwinTinyImageProcessor, make_image_processor
 from .imagenet_classes import IMAGENET_1K_WORDNET_IDS, label_config
 from .modeling_swin_tiny import SwinTinyForImageClassification, SwinTinyModel
 from .windows import relative_position_index
@@ -88,29 +87,26 @@ _ORIGINAL_BLOCK = re.compile(
     r"^layers\.(\d+)\.blocks\.(\d+)\.(attn\.relative_position_bias_table)()$"
 )
 _ORIGINAL_DOWNSAMPLE = re.compile(r"^layers\.(\d+)\.downsample\.(norm|reduction)\.(weight|bias)$")
+
+
+def _original_rules(head: str, downsample_offset: int) -> dict:
+    """Microsoft's and timm's keys, which differ only in the head's name and in where the patch mergings sit."""
+    return {
+        "block": _ORIGINAL_BLOCK,
+        "downsample": _ORIGINAL_DOWNSAMPLE,
+        "fixed": {
+            "patch_embed.proj": "swin.embeddings.projection",
+            "patch_embed.norm": "swin.embeddings.norm",
+            "norm": "swin.norm",
+            head: "classifier",
+        },
+        "downsample_offset": downsample_offset,
+    }
+
+
 _PATTERNS = {
-    "microsoft": {
-        "block": _ORIGINAL_BLOCK,
-        "downsample": _ORIGINAL_DOWNSAMPLE,
-        "fixed": {
-            "patch_embed.proj": "swin.embeddings.projection",
-            "patch_embed.norm": "swin.embeddings.norm",
-            "norm": "swin.norm",
-            "head": "classifier",
-        },
-        "downsample_offset": 0,  # the merging that ends stage i, as ours
-    },
-    "timm": {
-        "block": _ORIGINAL_BLOCK,
-        "downsample": _ORIGINAL_DOWNSAMPLE,
-        "fixed": {
-            "patch_embed.proj": "swin.embeddings.projection",
-            "patch_embed.norm": "swin.embeddings.norm",
-            "norm": "swin.norm",
-            "head.fc": "classifier",
-        },
-        "downsample_offset": -1,  # timm's stage i starts with the merging that ends our stage i-1
-    },
+    "microsoft": _original_rules("head", downsample_offset=0),  # the merging that ends stage i, as ours
+    "timm": _original_rules("head.fc", downsample_offset=-1),  # timm's stage i starts with our stage i-1's merging
     "transformers": {  # keys of a SwinModel are given the `swin.` prefix first (see convert_state_dict)
         "block": re.compile(
             r"^swin\.encoder\.layers\.(\d+)\.blocks\.(\d+)\.(.+)\.(weight|bias)$|"

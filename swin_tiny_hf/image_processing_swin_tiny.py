@@ -22,6 +22,8 @@ differs only where the stock processor gives a wrong image or none, and then giv
 - a file path is decoded by `decode_image_bytes`, the training decoder (an animated image gives its first frame;
   a file that cannot be read is named); URLs and base64 strings are fetched as the stock processor does.
 
+`make_image_processor` builds the processor of a new model (Tiny ImageNet's statistics by default).
+
 `decode_image_bytes` is the training data's decoder (TorchCodec, PIL for other formats, the first frame of
 an animated image, EXIF orientation applied); the pipeline of a saved model decodes files with it too.
 
@@ -236,3 +238,32 @@ class SwinTinyImageProcessor(ViTImageProcessor):
 
 
 SwinTinyImageProcessor.register_for_auto_class("AutoImageProcessor")
+
+# Channel statistics: Tiny ImageNet's (the reference design's), the default of a new model; ImageNet's, those of
+# the published checkpoints that `convert.py` converts.
+TINY_IMAGENET_MEAN = (0.4802, 0.4481, 0.3975)
+TINY_IMAGENET_STD = (0.2296, 0.2263, 0.2255)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def make_image_processor(
+    image_size: int = 64,
+    mean: tuple[float, float, float] = TINY_IMAGENET_MEAN,
+    std: tuple[float, float, float] = TINY_IMAGENET_STD,
+) -> SwinTinyImageProcessor:
+    """The processor of a new model: resize to image_size x image_size (bilinear), rescale to [0, 1], normalise
+    by `mean` and `std` (Tiny ImageNet's by default)."""
+    if image_size <= 0:
+        raise ValueError(f"image_size must be positive, got {image_size}.")
+    return SwinTinyImageProcessor(
+        do_resize=True,
+        size={"height": image_size, "width": image_size},
+        resample=2,  # PIL.Image.BILINEAR
+        do_rescale=True,
+        rescale_factor=1 / 255,
+        do_normalize=True,
+        image_mean=list(mean),
+        image_std=list(std),
+        do_convert_rgb=True,
+    )

@@ -35,7 +35,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import BackboneOutput, BaseModelOutputWithPooling, ImageClassifierOutput
-from transformers.utils import logging
+from transformers.utils import ModelOutput, logging
 
 try:  # transformers >= 5.x keeps it at the top level; the older path warns
     from transformers.backbone_utils import BackboneMixin
@@ -323,15 +323,14 @@ class SwinStage(nn.Module):
     resolution at `config.image_size`. Maps of other sizes are padded to a multiple of it, never clipped. The
     shifted blocks shift by window // 2 where the map is larger than one window, else not at all: the rule of
     the original Swin and of transformers' Swin, taken for each input size (at `config.image_size` it gives
-    `config.stage_shifts`). The shift mask of the config's size is a non-persistent buffer (a function of sizes
-    alone); masks of other (padded) sizes are built on each forward, on the input's device (a few small ops:
-    benchmarks/cache_worth.py measures them with the attention masks).
+    `config.stage_shifts`). The shift mask is built on every forward, for the map's padded size, on the input's
+    device: a few small ops, under 0.01% of a batch-64 forward (benchmarks/cache_worth.py), where a buffer of
+    the config's size would be a second path, and one that the meta device leaves empty until `_init_weights`.
     """
 
     def __init__(self, config: SwinTinyConfig, index: int, drop_path_rates: list[float]):
         super().__init__()
         dim = config.embed_dim * 2**index
-        self.resolution = config.stage_resolutions[index]
         self.window = config.stage_windows[index]
         self.blocks = nn.ModuleList(
             SwinBlock(
@@ -345,30 +344,19 @@ class SwinStage(nn.Module):
             for j in range(config.depths[index])
         )
         self.downsample = PatchMerging(config, dim) if index < config.num_layers - 1 else None
-        shift = self.shift_for(self.resolution, self.resolution)
-        if shift:
-            self.register_buffer(
-                "shift_mask", self.build_shift_mask(self.resolution, self.resolution), persistent=False
-            )
-        else:
-            self.shift_mask = None
 
     def shift_for(self, height: int, width: int) -> int:
         """Shift of the SW-MSA blocks on a height x width map: window // 2, or 0 where one window covers it."""
         return self.window // 2 if min(height, width) > self.window else 0
 
-    def build_shift_mask(self, height: int, width: int, device: torch.device | None = None) -> torch.Tensor:
-        """(nW, N, N) for a map padded to height x width (multiples of the window), on `device`."""
-        return shift_attention_mask(height, width, self.window, self.shift_for(height, width), device)
-
     def shift_mask_for(self, height: int, width: int, device: torch.device) -> torch.Tensor | None:
-        """The shift mask of a height x width map (before padding), or None where the blocks do not shift."""
-        if not self.shift_for(height, width):
+        """The shift mask (nW, N, N) of a height x width map (before padding), on `device`; None where the blocks
+        do not shift."""
+        shift = self.shift_for(height, width)
+        if not shift:
             return None
         Hp, Wp = math.ceil(height / self.window) * self.window, math.ceil(width / self.window) * self.window
-        if (Hp, Wp) == (self.resolution, self.resolution) and self.shift_mask is not None:
-            return self.shift_mask
-        return self.build_shift_mask(Hp, Wp, device)
+        return shift_attention_mask(Hp, Wp, self.window, shift, device)  # the mask of the padded map
 
     def forward(
         self, hidden_states: torch.Tensor, output_attentions: bool = False
@@ -400,6 +388,27 @@ class SwinTinyPreTrainedModel(PreTrainedModel):
         # config._attn_implementation on every call, so switching at any time is safe.
         return True
 
+    def forward_options(
+        self,
+        unexpected: dict,
+        output_hidden_states: bool | None,
+        output_attentions: bool | None,
+        return_dict: bool | None,
+    ) -> tuple[bool, bool, bool]:
+        """The start of every forward here: the output switches, each the config's where the caller gave None.
+
+        `unexpected` is the forward's **kwargs, which it takes only so that transformers' clients can pass what they
+        know: any key in it is a ValueError, so that a misspelt argument is not silently ignored.
+        """
+        if unexpected:
+            raise ValueError(f"{type(self).__name__}.forward got unexpected arguments {sorted(unexpected)}.")
+        config = self.config
+        return (
+            config.output_hidden_states if output_hidden_states is None else output_hidden_states,
+            config.output_attentions if output_attentions is None else output_attentions,
+            config.return_dict if return_dict is None else return_dict,
+        )
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, with an `auto_map` for every Auto class (see AUTO_MAP)."""
         self.config.auto_map = dict(AUTO_MAP)
@@ -411,8 +420,8 @@ class SwinTinyPreTrainedModel(PreTrainedModel):
 
         Linear weights and relative position bias tables: truncated normal, std initializer_range; linear
         biases 0; LayerNorm 1 and 0; the patch-embedding convolution keeps PyTorch's own init (Kaiming
-        uniform, a=sqrt(5)), which the original leaves in place. Also rebuilds the derived buffers:
-        `from_pretrained` builds the model on the meta device, and non-persistent buffers are not in
+        uniform, a=sqrt(5)), which the original leaves in place. Also rebuilds the relative position index, a
+        non-persistent buffer: `from_pretrained` builds the model on the meta device, and the index is not in
         the checkpoint.
         """
         std = self.config.initializer_range
@@ -433,8 +442,6 @@ class SwinTinyPreTrainedModel(PreTrainedModel):
         elif isinstance(module, WindowAttention):
             init.trunc_normal_(module.relative_position_bias_table, std=std)
             init.copy_(module.relative_position_index, relative_position_index(module.window))
-        elif isinstance(module, SwinStage) and module.shift_mask is not None:
-            init.copy_(module.shift_mask, module.build_shift_mask(module.resolution, module.resolution))
 
 
 def check_pixel_values(pixel_values: torch.Tensor, config: SwinTinyConfig) -> None:
@@ -458,14 +465,9 @@ def check_pixel_values(pixel_values: torch.Tensor, config: SwinTinyConfig) -> No
         raise ValueError(f"pixel_values has an empty spatial size {tuple(pixel_values.shape[2:])}.")
 
 
-def reject_unexpected_arguments(model: nn.Module, kwargs: dict) -> None:
-    """forward takes **kwargs only so that transformers' clients can pass what they know; a typo is an error."""
-    if kwargs:
-        raise ValueError(f"{type(model).__name__}.forward got unexpected arguments {sorted(kwargs)}.")
-
-
 class SwinTrunk:
-    """The layers that `SwinTinyModel` and `SwinTinyBackbone` share: patch embedding and stages.
+    """What `SwinTinyModel` and `SwinTinyBackbone` share: the patch embedding and stages, and the forward through
+    them. Each model gives `output_from_stages`, which turns the trunk's maps into its output.
 
     A mixin, not a module: it puts its modules on the model itself, so both models keep the state-dict
     names `embeddings.*` and `stages.*` and load each other's weights.
@@ -480,17 +482,6 @@ class SwinTrunk:
         starts = [sum(config.depths[:i]) for i in range(config.num_layers)]
         self.stages = nn.ModuleList(
             SwinStage(config, i, rates[starts[i] : starts[i] + config.depths[i]]) for i in range(config.num_layers)
-        )
-
-    def output_flags(
-        self, output_hidden_states: bool | None, output_attentions: bool | None, return_dict: bool | None
-    ) -> tuple[bool, bool, bool]:
-        """The forward's output switches, the config's where the caller gave None."""
-        config = self.config
-        return (
-            config.output_hidden_states if output_hidden_states is None else output_hidden_states,
-            config.output_attentions if output_attentions is None else output_attentions,
-            config.return_dict if return_dict is None else return_dict,
         )
 
     def get_input_embeddings(self) -> nn.Conv2d:
@@ -536,6 +527,32 @@ class SwinTrunk:
         attentions = attentions if output_attentions else None
         return stage_maps, hidden_states, attentions
 
+    def output_from_stages(
+        self,
+        stage_maps: list[torch.Tensor],
+        hidden_states: tuple[torch.Tensor, ...] | None,
+        attentions: tuple[torch.Tensor, ...] | None,
+    ) -> ModelOutput:
+        """The model's output from what `run_trunk` returns."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        output_hidden_states: bool | None = None,
+        output_attentions: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ModelOutput | tuple:
+        """pixel_values (B, C_in, H, W), any H and W -> the model's output (see its class), a tuple unless
+        return_dict. Output switches left None take the config's values; other keyword arguments are refused."""
+        output_hidden_states, output_attentions, return_dict = self.forward_options(
+            kwargs, output_hidden_states, output_attentions, return_dict
+        )
+        stage_maps, hidden_states, attentions = self.run_trunk(pixel_values, output_hidden_states, output_attentions)
+        output = self.output_from_stages(stage_maps, hidden_states, attentions)
+        return output if return_dict else output.to_tuple()
+
 
 class SwinTinyModel(SwinTrunk, SwinTinyPreTrainedModel):
     """Swin backbone: patch embedding, four stages, final LayerNorm and average pooling.
@@ -556,29 +573,21 @@ class SwinTinyModel(SwinTrunk, SwinTinyPreTrainedModel):
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.post_init()
 
-    def forward(
+    def output_from_stages(
         self,
-        pixel_values: torch.Tensor,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> BaseModelOutputWithPooling | tuple:
-        reject_unexpected_arguments(self, kwargs)
-        output_hidden_states, output_attentions, return_dict = self.output_flags(
-            output_hidden_states, output_attentions, return_dict
-        )
-
-        stage_maps, hidden_states, attentions = self.run_trunk(pixel_values, output_hidden_states, output_attentions)
-        last_hidden_state = self.norm(stage_maps[-1].flatten(1, 2))  # (B, tokens, C)
+        stage_maps: list[torch.Tensor],
+        hidden_states: tuple[torch.Tensor, ...] | None,
+        attentions: tuple[torch.Tensor, ...] | None,
+    ) -> BaseModelOutputWithPooling:
+        """The last stage's map, normalised as tokens and mean-pooled."""
+        last_hidden_state = self.norm(stage_maps[-1].flatten(1, 2))  # (B, H_n, W_n, C) -> (B, tokens, C)
         pooled = last_hidden_state.mean(dim=1)  # (B, C)
-        output = BaseModelOutputWithPooling(
+        return BaseModelOutputWithPooling(
             last_hidden_state=last_hidden_state,
             pooler_output=pooled,
             hidden_states=hidden_states,
             attentions=attentions,
         )
-        return output if return_dict else output.to_tuple()
 
 
 def infer_problem_type(labels: torch.Tensor, num_labels: int) -> str:
@@ -719,8 +728,9 @@ class SwinTinyForImageClassification(SwinTinyPreTrainedModel):
             num_items_in_batch: label entries in the whole accumulated step (what transformers' Trainer passes
                 under gradient accumulation); the loss is then summed over the batch and divided by it.
         """
-        reject_unexpected_arguments(self, kwargs)
-        return_dict = self.config.return_dict if return_dict is None else return_dict
+        output_hidden_states, output_attentions, return_dict = self.forward_options(
+            kwargs, output_hidden_states, output_attentions, return_dict
+        )
         outputs = self.swin(
             pixel_values,
             output_hidden_states=output_hidden_states,
@@ -776,26 +786,18 @@ class SwinTinyBackbone(SwinTrunk, BackboneMixin, SwinTinyPreTrainedModel):
         )
         self.post_init()
 
-    def forward(
+    def output_from_stages(
         self,
-        pixel_values: torch.Tensor,
-        output_hidden_states: bool | None = None,
-        output_attentions: bool | None = None,
-        return_dict: bool | None = None,
-        **kwargs,
-    ) -> BackboneOutput | tuple:
-        reject_unexpected_arguments(self, kwargs)
-        output_hidden_states, output_attentions, return_dict = self.output_flags(
-            output_hidden_states, output_attentions, return_dict
-        )
-
-        stage_maps, hidden_states, attentions = self.run_trunk(pixel_values, output_hidden_states, output_attentions)
+        stage_maps: list[torch.Tensor],
+        hidden_states: tuple[torch.Tensor, ...] | None,
+        attentions: tuple[torch.Tensor, ...] | None,
+    ) -> BackboneOutput:
+        """The maps of `out_features`, each through its own norm, channels-first."""
         feature_maps = tuple(
             self.hidden_states_norms[name](stage_maps[index]).permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
             for name, index in zip(self.out_features, self.out_indices)
         )
-        output = BackboneOutput(feature_maps=feature_maps, hidden_states=hidden_states, attentions=attentions)
-        return output if return_dict else output.to_tuple()
+        return BackboneOutput(feature_maps=feature_maps, hidden_states=hidden_states, attentions=attentions)
 
 
 def no_weight_decay_parameter_names(model: nn.Module) -> set[str]:

@@ -1,8 +1,8 @@
-"""Window geometry of Swin: partition, reverse, relative position index and the cyclic-shift mask.
+"""Window geometry of Swin: partition, relative position index and the cyclic-shift mask.
 
-Pure functions of sizes (no learned state). The model keeps their results as non-persistent
-buffers and rebuilds them in `_init_weights`, since transformers v5 builds models on the meta
-device before it loads weights.
+Pure functions of sizes (no learned state). The model keeps each block's relative position index as a
+non-persistent buffer, rebuilt in `_init_weights` (transformers v5 builds models on the meta device before
+it loads weights), and builds the shift mask of each input's size on every forward.
 """
 
 from __future__ import annotations
@@ -22,15 +22,6 @@ def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
     x = x.view(B, H // window, window, W // window, window, C)  # (B, nWh, M, nWw, M, C)
     x = x.permute(0, 1, 3, 2, 4, 5)  # (B, nWh, nWw, M, M, C)
     return x.reshape(B * (H // window) * (W // window), window * window, C)  # (B*nW, M*M, C)
-
-
-def window_reverse(windows: torch.Tensor, window: int, height: int, width: int) -> torch.Tensor:
-    """Inverse of `window_partition`: (B * nW, window * window, C) -> (B, height, width, C)."""
-    C = windows.shape[-1]
-    B = windows.shape[0] // ((height // window) * (width // window))
-    x = windows.view(B, height // window, width // window, window, window, C)  # (B, nWh, nWw, M, M, C)
-    x = x.permute(0, 1, 3, 2, 4, 5)  # (B, nWh, M, nWw, M, C)
-    return x.reshape(B, height, width, C)
 
 
 def relative_position_index(window: int) -> torch.Tensor:

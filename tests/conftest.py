@@ -1,7 +1,10 @@
 """Shared fixtures: a tiny config (the transformers "model tester" pattern) so most tests run in milliseconds."""
 
+import os
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import torch
@@ -59,3 +62,79 @@ def run_without_the_package(script: str, tmp_path) -> str:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
+
+
+class LongTestNotes:
+    """Progress while a test runs long: pytest shows a test only when it ends, and the end-to-end runs take minutes
+    each. After 30 s, and then every minute, a line names the test and the time so far; pytest's next result starts
+    a fresh line with the file's name (scripts/test.sh runs pytest at its default verbosity, a line per file)."""
+
+    first_note_s, note_every_s = 30, 60
+
+    def __init__(self, terminal, terminal_fd: int):
+        self.terminal = terminal  # pytest's TerminalReporter
+        self.terminal_fd = terminal_fd  # a copy of the terminal's fd 1, taken before pytest captures the tests' fd 1
+        self.lock = threading.Lock()
+        self.noted = False  # a note was written since pytest's last output
+        self.stop, self.thread = threading.Event(), None
+
+    def notes(self, nodeid: str, stop: threading.Event) -> None:
+        start, wait = time.monotonic(), self.first_note_s
+        while not stop.wait(wait):
+            minutes, seconds = divmod(round(time.monotonic() - start), 60)
+            so_far = f"{minutes} min {seconds:02d} s" if minutes else f"{seconds} s"
+            with self.lock:
+                os.write(self.terminal_fd, f"\n    {nodeid}: running for {so_far}".encode())
+                self.noted = True
+            wait = self.note_every_s
+
+    def new_line_after_a_note(self, nodeid: str) -> None:
+        """pytest goes on at a fresh line, as it would after its own: with -v it names the test again, by default
+        the file (its results go on after it), with -q the dots go on."""
+        if not self.noted:
+            return
+        self.noted = False
+        self.terminal.currentfspath = None
+        if self.terminal.showlongtestinfo:
+            return
+        if self.terminal.showfspath:
+            self.terminal.write_fspath_result(nodeid, "")
+        else:
+            self.terminal.write_line("")
+
+    @pytest.hookimpl
+    def pytest_runtest_logstart(self, nodeid, location):
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.notes, args=(nodeid, self.stop), daemon=True)
+        self.thread.start()
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_logreport(self, report):
+        with self.lock:  # no note in the middle of pytest's own line
+            self.new_line_after_a_note(report.nodeid)
+            return (yield)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logfinish(self, nodeid, location):
+        self.stop.set()
+        self.thread.join()
+        self.new_line_after_a_note(nodeid)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self):
+        self.stop.set()  # a test interrupted (Ctrl-C, -x) never finishes: no note during pytest's summary
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's terminal reporter is registered
+def pytest_configure(config):
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if terminal is None or capture is None:
+        return
+    try:
+        with capture.global_and_fixture_disabled():
+            terminal_fd = os.dup(sys.stdout.fileno())
+    except (OSError, ValueError):  # a stdout without a file descriptor (pytest.main in a notebook): no notes
+        return
+    config.add_cleanup(lambda: os.close(terminal_fd))
+    config.pluginmanager.register(LongTestNotes(terminal, terminal_fd), "long-test-notes")

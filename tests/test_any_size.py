@@ -14,6 +14,7 @@ from transformers import (
 
 from swin_tiny_hf import SwinTinyBackbone, SwinTinyConfig, SwinTinyForImageClassification, SwinTinyModel
 from swin_tiny_hf.convert import convert_state_dict
+from swin_tiny_hf.windows import shift_attention_mask
 
 from conftest import perturbed, tiny_config
 
@@ -126,25 +127,31 @@ def test_shift_follows_the_map_size_and_masks_follow_the_padded_size():
     first = model.stages[0]
     assert [first.shift_for(n, n) for n in (16, 5, 4, 3)] == [2, 2, 0, 0]  # shift only where the map exceeds a window
     last = model.stages[2]  # 4x4 at the config's size: one window, no shift; larger inputs shift there too
-    assert last.shift_mask is None and last.shift_for(4, 4) == 0 and last.shift_for(6, 9) == 2
-    assert first.shift_mask_for(16, 16, torch.device("cpu")) is first.shift_mask  # the config's size: the buffer
+    assert last.shift_mask_for(4, 4, torch.device("cpu")) is None and last.shift_for(6, 9) == 2
+    assert torch.equal(first.shift_mask_for(16, 16, torch.device("cpu")), shift_attention_mask(16, 16, 4, 2))
     other = first.shift_mask_for(10, 23, torch.device("cpu"))  # padded to 12x24: 3x6 windows
-    assert other.shape == (18, 16, 16) and torch.equal(first.shift_mask_for(12, 24, torch.device("cpu")), other)
+    assert torch.equal(other, shift_attention_mask(12, 24, 4, 2))
 
 
-def test_cached_inference_masks_follow_the_size():
-    """24x40 and 40x24 maps have as many windows, with different shift masks: the eval-time mask cache must not
-    serve one for the other. Cached results equal those computed with the cache out of play."""
+def test_masks_follow_the_size_whatever_came_before():
+    """24x40 and 40x24 maps have as many windows, with different shift masks: each input, after the other size
+    and with or without gradients, gives what it gives alone in a fresh model. A mask kept from an earlier
+    forward (a cache keyed on the window count, say) would be off by O(1)."""
     torch.manual_seed(0)
     model = perturbed(SwinTinyModel(tiny_config()))
     tall, wide = images(48, 80, seed=1), images(80, 48, seed=2)
-    sequence = (tall, wide, tall, wide)
-    with torch.no_grad():
-        cached = [model(pixel_values).last_hidden_state for pixel_values in sequence]
-    # gradients may reach the bias tables: no cache (and the cache is dropped)
-    fresh = [model(pixel_values).last_hidden_state.detach() for pixel_values in sequence]
-    for a, b in zip(cached, fresh):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)  # another size's mask would be off by O(1)
+
+    def last_hidden_state(model, pixel_values, grad):
+        with torch.set_grad_enabled(grad):  # with gradients, attention may take another kernel: compared alike
+            return model(pixel_values).last_hidden_state.detach()
+
+    def alone(pixel_values, grad):
+        torch.manual_seed(0)
+        return last_hidden_state(perturbed(SwinTinyModel(tiny_config())), pixel_values, grad)
+
+    for name, pixel_values in (("tall", tall), ("wide", wide), ("tall", tall), ("wide", wide)):
+        for grad in (False, True):
+            assert torch.equal(last_hidden_state(model, pixel_values, grad), alone(pixel_values, grad)), (name, grad)
 
 
 def test_padding_is_zeros_right_and_bottom_of_the_image():

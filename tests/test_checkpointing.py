@@ -8,7 +8,6 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from argparse import Namespace
 from pathlib import Path
 
 import pytest
@@ -33,7 +32,9 @@ from swin_tiny_hf.training.checkpointing import (
     resolve_checkpoint,
     save_checkpoint,
 )
+from swin_tiny_hf.training.loop import Checkpointer, LoopSettings, TrainingLoop
 from swin_tiny_hf.training.nonfinite_guard import NonFiniteGuard
+from swin_tiny_hf.training.run_state import RunState
 
 from conftest import tiny_config
 
@@ -77,9 +78,7 @@ def _loop(
     max_grad_norm=3.0,
     as_loader=False,
 ):
-    """train.train_one_epoch on a tiny model, as train.py sets it up: fused AdamW, the non-finite guard."""
-    import train
-
+    """TrainingLoop.train_one_epoch on a tiny model, as train.py sets it up: fused AdamW, the non-finite guard."""
     torch.manual_seed(0)
     accelerator = Accelerator(cpu=True, gradient_accumulation_steps=gradient_accumulation_steps)
     # soft targets under a soft-target cross-entropy, as train.py's model_config sets it
@@ -89,24 +88,21 @@ def _loop(
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     if as_loader:  # a prepared DataLoader: accelerate then knows where the epoch ends (and closes its last step)
         batches = accelerator.prepare(torch.utils.data.DataLoader(batches, batch_size=None))
-    args = Namespace(
+    settings = LoopSettings(
         seed=0,
         per_device_train_batch_size=4,
         max_grad_norm=max_grad_norm,
-        max_nonfinite_steps=max_nonfinite_steps,
-        checkpointing_steps=None,
         logging_steps=logging_steps,
+        checkpointing_steps=None,
         with_tracking=False,
-        checkpoints_total_limit=None,
     )
-    state = {"completed_steps": 0, "epoch": 0, "batches_into_epoch": 0, "nonfinite_run": 0, "history": []}
-    state.update(samples_into_epoch=0, samples_seen=0)
+    state = RunState()
     guard = NonFiniteGuard(max_nonfinite_steps, accelerator.device, output_dir="out")
+    checkpointer = Checkpointer(accelerator, model, Path("out"), {}, None)  # checkpointing_steps None: unused
+    loop = TrainingLoop(model, optimizer, scheduler, accelerator, settings, checkpointer, guard, tqdm(disable=True))
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     try:
-        metrics = train.train_one_epoch(
-            model, optimizer, scheduler, batches, accelerator, args, tqdm(disable=True), state, 100, None, {}, guard
-        )
+        metrics = loop.train_one_epoch(batches, state, max_train_steps=100)
     except RuntimeError as error:
         metrics = error
     changed = any(not torch.equal(before[n], p) for n, p in model.named_parameters())
@@ -122,29 +118,29 @@ def _batch(nan: bool, seed: int = 1):
 
 def test_a_non_finite_loss_skips_the_step_and_training_goes_on():
     metrics, state, changed, (optimizer, _) = _loop([_batch(nan=True)], max_nonfinite_steps=3)
-    assert not changed and state["nonfinite_run"] == 1 and state["completed_steps"] == 1
+    assert not changed and state.nonfinite_run == 1 and state.completed_steps == 1
     # skipped on the device: AdamW's moments and step count are untouched too
     assert all(float(s["step"]) == 0 and not s["exp_avg"].any() for s in optimizer.optimizer.state.values())
     metrics, state, changed, _ = _loop([_batch(nan=True), _batch(nan=False)], max_nonfinite_steps=3)
-    assert changed and state["nonfinite_run"] == 0
+    assert changed and state.nonfinite_run == 0
     assert math.isfinite(metrics["train_loss"]) and metrics["train_loss"] > 0  # the NaN batch is not averaged in
 
 
 def test_consecutive_non_finite_losses_stop_the_run_with_a_clear_message():
     error, state, changed, _ = _loop([_batch(nan=True)] * 5, max_nonfinite_steps=3)
     assert isinstance(error, RuntimeError) and "3 consecutive steps had a non-finite loss" in str(error)
-    assert state["completed_steps"] == 3 and not changed  # read at the check after the third skipped step
+    assert state.completed_steps == 3 and not changed  # read at the check after the third skipped step
 
 
 def test_the_guard_is_read_at_logging_steps_and_still_stops_the_run():
     """Between checks nothing is read on the host; the third NaN step trips the guard, the check at step 4 stops."""
     error, state, changed, _ = _loop([_batch(nan=True)] * 5, max_nonfinite_steps=3, logging_steps=4)
     assert isinstance(error, RuntimeError) and "3 consecutive steps had a non-finite loss" in str(error)
-    assert state["completed_steps"] == 4 and not changed
+    assert state.completed_steps == 4 and not changed
     # a good step in between resets the run: 2 NaN, 1 good, 2 NaN never reaches 3 in a row
     batches = [_batch(True), _batch(True), _batch(False), _batch(True), _batch(True)]
     metrics, state, changed, _ = _loop(batches, max_nonfinite_steps=3, logging_steps=4)
-    assert not isinstance(metrics, Exception) and changed and state["nonfinite_run"] == 2
+    assert not isinstance(metrics, Exception) and changed and state.nonfinite_run == 2
 
 
 def test_an_optimizer_that_cannot_skip_on_the_device_is_refused():
@@ -189,9 +185,9 @@ def test_a_training_step_never_waits_for_the_device(monkeypatch):
 
     batches = [_batch(nan=i == 1, seed=i) for i in range(4)]
     metrics, state, changed, _ = _loop(watched(batches), logging_steps=100)
-    assert state["completed_steps"] == 4 and changed and len(steps) == 4
+    assert state.completed_steps == 4 and changed and len(steps) == 4
     assert recorder.calls == [] and steps == [[], [], [], []]
-    assert state["nonfinite_run"] == 0 and math.isfinite(metrics["train_loss"])
+    assert state.nonfinite_run == 0 and math.isfinite(metrics["train_loss"])
     # the recorders do see host reads: .item() in the step would be caught, and so would the guard's check
     with HostReads() as control:
         torch.ones(2).sum().item()
@@ -205,7 +201,7 @@ def test_the_schedule_steps_once_per_optimizer_step_under_accumulation():
     metrics, state, _, (optimizer, scheduler) = _loop(
         [_batch(False, i) for i in range(6)], gradient_accumulation_steps=2
     )
-    assert state["completed_steps"] == 3 and scheduler.scheduler.last_epoch == 3
+    assert state.completed_steps == 3 and scheduler.scheduler.last_epoch == 3
     assert all(float(s["step"]) == 3 for s in optimizer.optimizer.state.values())
 
 
@@ -217,7 +213,7 @@ def test_an_epoch_s_last_step_with_fewer_micro_batches_takes_their_mean_gradient
     _, state, _, (optimizer, _) = _loop(
         batches, gradient_accumulation_steps=3, optimizer=sgd, max_grad_norm=0.0, as_loader=True
     )
-    assert state["completed_steps"] == 2
+    assert state.completed_steps == 2
     torch.manual_seed(0)  # the reference: the same model, two plain steps on the means
     reference = SwinTinyForImageClassification(
         tiny_config(drop_path_rate=0.0, problem_type="single_label_classification")

@@ -101,13 +101,15 @@ def test_drop_path_rate_rises_linearly_over_all_blocks(config):
 def test_blocks_alternate_shift_and_clipped_stage_does_not_shift(config):
     model = SwinTinyModel(config)
     shifts = [
-        [stage.shift_for(stage.resolution, stage.resolution) if b.shifted else 0 for b in stage.blocks]
-        for stage in model.stages
+        [stage.shift_for(n, n) if b.shifted else 0 for b in stage.blocks]
+        for stage, n in zip(model.stages, config.stage_resolutions)
     ]
     assert shifts == [[0, 2], [0, 2], [0, 0]]
-    default = SwinTinyModel(SwinTinyConfig(depths=[2, 2, 2, 2], embed_dim=32, num_heads=[1, 2, 4, 8]))
+    default_config = SwinTinyConfig(depths=[2, 2, 2, 2], embed_dim=32, num_heads=[1, 2, 4, 8])
+    default = SwinTinyModel(default_config)
     assert [
-        [s.shift_for(s.resolution, s.resolution) if b.shifted else 0 for b in s.blocks] for s in default.stages
+        [s.shift_for(n, n) if b.shifted else 0 for b in s.blocks]
+        for s, n in zip(default.stages, default_config.stage_resolutions)
     ] == [[0, 4], [0, 0], [0, 0], [0, 0]]
 
 

@@ -1,82 +1,52 @@
-"""train.py end to end, on CPU: tiny models on small real data, each run in a subprocess like a user's."""
+"""train.py end to end, on CPU: tiny models on small real data. The runs go through `train.main(argv)` in this
+process; signals, kills, two processes, the run lock and the command line itself run in subprocesses."""
 
 import json
 import math
-import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
+from train_runs import (
+    ENV,
+    RESUME_RUN,
+    ROOT,
+    SHORT_RUN,
+    TIMING,
+    TIN_RUN,
+    TINY_MODEL,
+    TWO_CPU_PROCESSES_ENV,
+    TWO_PROCESSES,
+    assert_same_weights,
+    checkpoints,
+    drive,
+    fill_the_disk,
+    history_without_timing,
+    run_train,
+    small_disk,  # noqa: F401 (a fixture)
+    train_subprocess,
+)
 
+from swin_tiny_hf import SwinTinyForImageClassification
+from swin_tiny_hf.training import loop as training_loop
 from swin_tiny_hf.training.checkpointing import find_latest_checkpoint
+from swin_tiny_hf.training.optimization import SettingsError
 from swin_tiny_hf.training.synthetic_dataset import write_hub_layout
 
+import train
 from datasets_for_tests import WORDNET_IDS, tiny_imagenet_like
-
-ROOT = Path(__file__).resolve().parent.parent
-ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-TINY_MODEL = [
-    *"--image_size 32 --patch_size 2 --embed_dim 16 --depths 2 2 --num_heads 1 2 --window_size 4".split(),
-    *"--drop_path_rate 0.1".split(),
-]
-# 320 digits, batch 16: 20 optimizer steps an epoch; mixing on from epoch 0 so it is exercised.
-RESUME_RUN = [
-    *"--dataset_name digits --max_train_samples 320 --max_eval_samples 40 --per_device_train_batch_size 16".split(),
-    *"--num_train_epochs 2 --warmup_epochs 0.5 --learning_rate 1e-3 --mix_off_first_epochs 0".split(),
-    *"--mix_off_last_epochs 0 --mixup_prob 0.5 --cutmix_prob 0.5 --checkpointing_steps 4".split(),
-    *"--dataloader_num_workers 1 --seed 5".split(),
-    *TINY_MODEL,
-]
-# A small run on a few digits: one epoch of two steps.
-SHORT_RUN = [
-    *"--dataset_name digits --max_train_samples 32 --max_eval_samples 16 --per_device_train_batch_size 16".split(),
-    *"--num_train_epochs 1 --warmup_epochs 0".split(),
-]
-# A Tiny ImageNet-shaped model at 64 px (patch 4, one block a stage), two epochs of two steps.
-TIN_RUN = [
-    *"--image_size 64 --patch_size 4 --embed_dim 16 --depths 1 1 --num_heads 1 2 --window_size 8".split(),
-    *"--per_device_train_batch_size 8 --num_train_epochs 2 --warmup_epochs 1 --mix_off_first_epochs 0".split(),
-    *"--mix_off_last_epochs 0 --dataloader_num_workers 2".split(),
-]
-TIMING = ("images_per_second", "epoch_seconds", "data_seconds", "eval_seconds")
-
-
-def train(*flags, launcher=(sys.executable,), check=True, env=None):
-    result = subprocess.run(
-        [*launcher, str(ROOT / "train.py"), *flags],
-        capture_output=True,
-        text=True,
-        env={**ENV, **(env or {})},
-        cwd=ROOT,
-    )
-    if check:
-        assert result.returncode == 0, result.stderr[-4000:]
-    return result
-
-
-def history_without_timing(folder):
-    return [
-        {k: v for k, v in row.items() if k not in TIMING} for row in json.loads((folder / "history.json").read_text())
-    ]
-
-
-def assert_same_weights(a, b):
-    first, second = load_file(a / "model.safetensors"), load_file(b / "model.safetensors")
-    assert first.keys() == second.keys()
-    for name in first:
-        torch.testing.assert_close(first[name], second[name], rtol=0, atol=1e-6, msg=name)
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     folder = tmp_path_factory.mktemp("uninterrupted")
-    train(*RESUME_RUN, "--output_dir", str(folder))
+    run_train(*RESUME_RUN, "--output_dir", folder)
     return folder
 
 
@@ -142,14 +112,14 @@ def test_best_model_folder_and_model_card(uninterrupted):
 
 
 def test_resume_from_step_k_ends_with_the_same_weights_and_history(uninterrupted, tmp_path):
-    train(*RESUME_RUN, "--output_dir", str(tmp_path), "--resume_from_checkpoint", str(uninterrupted / "step_12"))
+    run_train(*RESUME_RUN, "--output_dir", tmp_path, "--resume_from_checkpoint", uninterrupted / "step_12")
     assert_same_weights(uninterrupted, tmp_path)
     assert history_without_timing(tmp_path) == history_without_timing(uninterrupted)
 
 
 def test_resume_from_the_last_step_still_evaluates_the_last_epoch(uninterrupted, tmp_path):
     # step_40 is written after the last optimizer step but before that epoch's evaluation.
-    train(*RESUME_RUN, "--output_dir", str(tmp_path), "--resume_from_checkpoint", str(uninterrupted / "step_40"))
+    run_train(*RESUME_RUN, "--output_dir", tmp_path, "--resume_from_checkpoint", uninterrupted / "step_40")
     assert_same_weights(uninterrupted, tmp_path)
     assert history_without_timing(tmp_path) == history_without_timing(uninterrupted)
     resumed, original = (json.loads((f / "all_results.json").read_text()) for f in (tmp_path, uninterrupted))
@@ -158,7 +128,8 @@ def test_resume_from_the_last_step_still_evaluates_the_last_epoch(uninterrupted,
 
 
 def test_resume_after_sigkill_ends_with_the_same_weights_and_history(uninterrupted, tmp_path):
-    """Killed mid-run, with --checkpoints_total_limit 2 pruning as it goes; resumed from the newest checkpoint."""
+    """Killed mid-run (a subprocess: SIGKILL is the point), with --checkpoints_total_limit 2 pruning as it goes;
+    resumed from the newest checkpoint."""
     limit = ["--checkpoints_total_limit", "2"]
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), *RESUME_RUN, *limit, "--output_dir", str(tmp_path)],
@@ -175,7 +146,7 @@ def test_resume_after_sigkill_ends_with_the_same_weights_and_history(uninterrupt
     assert process.wait() == -signal.SIGKILL
     assert not (tmp_path / "model.safetensors").exists()  # it really died mid-run
     assert len([p for p in tmp_path.glob("step_*") if (p / "training_state.json").exists()]) <= 2
-    train(*RESUME_RUN, *limit, "--output_dir", str(tmp_path), "--resume_from_checkpoint", "latest")
+    run_train(*RESUME_RUN, *limit, "--output_dir", tmp_path, "--resume_from_checkpoint", "latest")
     assert_same_weights(uninterrupted, tmp_path)
     assert history_without_timing(tmp_path) == history_without_timing(uninterrupted)
     # ten checkpoints were written over the run; the newest two are kept, and nothing hidden is left behind
@@ -186,83 +157,73 @@ def test_resume_after_sigkill_ends_with_the_same_weights_and_history(uninterrupt
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def evaluate_only(model_folder, output_dir, samples: int, precision: str = "auto") -> dict:
+    """--eval_only on `samples` digits, in this process: the results it returns (and writes)."""
+    return run_train(
+        *f"--dataset_name digits --max_eval_samples {samples} --eval_only --dataloader_num_workers 0".split(),
+        *("--mixed_precision", precision),
+        *("--model_name_or_path", model_folder, "--output_dir", output_dir),
+    ).results
+
+
 def test_eval_only_reproduces_the_final_validation_scores(uninterrupted, tmp_path):
-    train(
-        "--dataset_name",
-        "digits",
-        "--max_eval_samples",
-        "40",
-        "--eval_only",
-        "--model_name_or_path",
-        str(uninterrupted),
-        "--output_dir",
-        str(tmp_path),
-        "--dataloader_num_workers",
-        "0",
-    )
+    returned = evaluate_only(uninterrupted, tmp_path, 40)
     results = json.loads((tmp_path / "all_results.json").read_text())
     final = json.loads((uninterrupted / "all_results.json").read_text())
+    assert results == returned
     assert results["eval_accuracy"] == final["eval_accuracy"] and results["eval_samples"] == 40
     assert results["eval_loss"] == pytest.approx(final["eval_loss"], rel=1e-5)
 
 
-def test_two_cpu_processes_count_every_validation_sample_once(uninterrupted, tmp_path):
-    # 37 samples over 2 processes in batches of 8: accelerate pads the last batches, gather_for_metrics drops them.
-    # `accelerate launch --cpu` starts one process whatever --num_processes says; two processes on CPUs are
-    # accelerate's multi-process launcher (torchrun) with the CPU forced: DDP over gloo.
-    launcher = (
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        *"--multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no".split(),
-    )
-    train(
+def test_two_cpu_processes_count_every_validation_sample_once(tmp_path):
+    """37 samples over 2 processes in batches of 8: accelerate pads the last batches, gather_for_metrics drops them.
+    The two processes' scores are those of the saved model scored by one process; a model whose trunk did not
+    load (initialised afresh) scores another loss, far outside the tolerance."""
+    ddp = tmp_path / "ddp"
+    train_subprocess(
         *"--dataset_name digits --max_train_samples 64 --max_eval_samples 37 --per_device_train_batch_size 8".split(),
         *"--per_device_eval_batch_size 8 --num_train_epochs 1 --warmup_epochs 0 --dataloader_num_workers 0".split(),
+        # 4 steps at 2.5e-3: the weights move well away from their initial ones; fp32, for a comparison to 1e-5
+        *"--lr_base 1e-2 --mixed_precision no".split(),
         *TINY_MODEL,
         "--output_dir",
-        str(tmp_path / "ddp"),
-        launcher=launcher,
-        env={"ACCELERATE_USE_CPU": "true"},
+        ddp,
+        launcher=TWO_PROCESSES,
+        env=TWO_CPU_PROCESSES_ENV,
     )
-    results = json.loads((tmp_path / "ddp" / "all_results.json").read_text())
+    results = json.loads((ddp / "all_results.json").read_text())
     assert results["eval_samples"] == 37
-    # the learning rate follows the global batch: 8 per device x 2 processes = 16, so 2.5e-4 x 16 / 64
-    card = (tmp_path / "ddp" / "README.md").read_text()
-    assert "| global_batch_size | 16 |" in card and "| learning_rate | 6.25e-05 |" in card
-    # the same checkpoint scored by one process gives the same numbers
-    train(
-        "--dataset_name",
-        "digits",
-        "--max_eval_samples",
-        "37",
-        "--eval_only",
-        "--model_name_or_path",
-        str(tmp_path / "ddp"),
-        "--output_dir",
-        str(tmp_path / "single"),
-        "--dataloader_num_workers",
-        "0",
-    )
-    single = json.loads((tmp_path / "single" / "all_results.json").read_text())
+    # the learning rate follows the global batch: 8 per device x 2 processes = 16, so 1e-2 x 16 / 64
+    card = (ddp / "README.md").read_text()
+    assert "| global_batch_size | 16 |" in card and "| learning_rate | 0.0025 |" in card
+    # the same model scored by one process gives the same numbers
+    single = evaluate_only(ddp, tmp_path / "single", 37, precision="no")
     assert single["eval_samples"] == 37
     assert single["eval_accuracy"] == results["eval_accuracy"]
     assert single["eval_top5_accuracy"] == results["eval_top5_accuracy"]
-    # and the loss, which any other weights (a trunk initialised afresh, say) would change
     assert single["eval_loss"] == pytest.approx(results["eval_loss"], rel=1e-5)
+    # which other weights would not give: the trained head on a trunk initialised afresh
+    trained = SwinTinyForImageClassification.from_pretrained(ddp)
+    torch.manual_seed(42)
+    fresh = SwinTinyForImageClassification(trained.config)
+    fresh.classifier.load_state_dict(trained.classifier.state_dict())
+    shutil.copytree(ddp / "final", tmp_path / "fresh")
+    fresh.save_pretrained(tmp_path / "fresh")
+    other = evaluate_only(tmp_path / "fresh", tmp_path / "fresh_scored", 37, precision="no")
+    assert abs(other["eval_loss"] - results["eval_loss"]) > 100 * 1e-5 * results["eval_loss"], (other, results)
 
 
 def test_tiny_imagenet_shaped_dataset_runs_end_to_end(tmp_path):
     """The Hub repository's layout (parquet shards, split "valid", WordNet ids) through load_dataset."""
     write_hub_layout(tiny_imagenet_like(train_per_class=8, valid_per_class=4), tmp_path / "tin", {"train": 2})
-    train(
+    run_train(
         "--dataset_name",
-        str(tmp_path / "tin"),
+        tmp_path / "tin",
         *TIN_RUN,
         "--checkpointing_steps",
         "epoch",
         "--output_dir",
-        str(tmp_path / "out"),
+        tmp_path / "out",
     )
     config = json.loads((tmp_path / "out" / "config.json").read_text())
     # readable class names; the WordNet ids stay in the config
@@ -283,14 +244,9 @@ def test_tiny_imagenet_shaped_dataset_runs_end_to_end(tmp_path):
     original = json.loads((tmp_path / "out" / "all_results.json").read_text())
     assert original["eval_samples"] == 16
     # resuming from the checkpoint of the last epoch has nothing left to train: it evaluates once and finishes
-    train(
-        "--dataset_name",
-        str(tmp_path / "tin"),
-        *TIN_RUN,
-        "--output_dir",
-        str(tmp_path / "again"),
-        "--resume_from_checkpoint",
-        str(tmp_path / "out" / "epoch_2"),
+    run_train(
+        *("--dataset_name", tmp_path / "tin", *TIN_RUN, "--output_dir", tmp_path / "again"),
+        *("--resume_from_checkpoint", tmp_path / "out" / "epoch_2"),
     )
     again = json.loads((tmp_path / "again" / "all_results.json").read_text())
     assert (again["eval_accuracy"], again["eval_samples"], again["epoch"]) == (
@@ -302,11 +258,9 @@ def test_tiny_imagenet_shaped_dataset_runs_end_to_end(tmp_path):
 
 
 def test_a_misspelt_or_abbreviated_flag_is_an_error(tmp_path, capsys):
-    """As a user runs it (one subprocess), then in this process, where the parser and main are the same code."""
-    result = train("--dataset_name", "digits", "--learning_rat", "1e-3", "--output_dir", str(tmp_path), check=False)
-    assert result.returncode == 2 and "unrecognized arguments: --learning_rat" in result.stderr
-    import train as script
-
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--dataset_name", "digits", "--learning_rat", "1e-3", "--output_dir", str(tmp_path)])
+    assert exit_info.value.code == 2 and "unrecognized arguments: --learning_rat" in capsys.readouterr().err
     for flags, message in (
         (["--learning", "1e-3"], "unrecognized arguments: --learning"),  # no abbreviations
         (["--eval_only"], "--eval_only needs --model_name_or_path"),
@@ -324,16 +278,16 @@ def test_a_misspelt_or_abbreviated_flag_is_an_error(tmp_path, capsys):
         (["--torch_compile", "fast"], "argument --torch_compile: invalid choice: 'fast'"),
     ):
         with pytest.raises(SystemExit) as exit_info:
-            script.parse_args(["--dataset_name", "digits", *flags, "--output_dir", str(tmp_path)])
+            train.parse_args(["--dataset_name", "digits", *flags, "--output_dir", str(tmp_path)])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err, flags
-    assert script.parse_args(["--torch_compile", "--output_dir", "x"]).torch_compile == "default"
-    assert script.parse_args(["--torch_compile", "max-autotune", "--output_dir", "x"]).torch_compile == "max-autotune"
+    assert train.parse_args(["--torch_compile", "--output_dir", "x"]).torch_compile == "default"
+    assert train.parse_args(["--torch_compile", "max-autotune", "--output_dir", "x"]).torch_compile == "max-autotune"
     with pytest.raises(SystemExit):  # the model's sizes are checked before any data is loaded
-        script.parse_args(["--dataset_name", "digits", "--window_size", "3", "--output_dir", str(tmp_path)])
+        train.parse_args(["--dataset_name", "digits", "--window_size", "3", "--output_dir", str(tmp_path)])
     assert "window_size[0]=3 does not divide the stage resolution 16" in capsys.readouterr().err
-    lower = script.parse_args(["--min_learning_rate", "0.01", "--output_dir", str(tmp_path)])
-    with pytest.raises(ValueError, match="--min_learning_rate 0.01 is above the peak learning rate 0.00025"):
-        script.resolve_learning_rate(lower, num_processes=1)
+    lower = train.parse_args(["--min_learning_rate", "0.01", "--output_dir", str(tmp_path)])
+    with pytest.raises(SettingsError, match="--min_learning_rate 0.01 is above the peak learning rate 0.00025"):
+        train.resolve_flags(lower, num_processes=1, device_type="cpu")
 
 
 def test_fine_tune_a_converted_timm_checkpoint_with_a_new_head(tmp_path):
@@ -344,32 +298,16 @@ def test_fine_tune_a_converted_timm_checkpoint_with_a_new_head(tmp_path):
         img_size=32, patch_size=2, embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=4, num_classes=1000
     )
     save_file(reference.state_dict(), tmp_path / "timm.safetensors")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "swin_tiny_hf.convert",
-            "--source",
-            "timm",
-            "--checkpoint",
-            str(tmp_path / "timm.safetensors"),
-            "--output_dir",
-            str(tmp_path / "converted"),
-            "--image_size",
-            "32",
-        ],
-        check=True,
-        env=ENV,
-        cwd=ROOT,
-        capture_output=True,
+    from swin_tiny_hf import convert
+
+    convert.main(
+        ["--source", "timm", "--checkpoint", str(tmp_path / "timm.safetensors"), "--image_size", "32"]
+        + ["--output_dir", str(tmp_path / "converted")]
     )
-    train(
+    run_train(
         *SHORT_RUN,
-        "--model_name_or_path",
-        str(tmp_path / "converted"),
-        "--ignore_mismatched_sizes",
-        "--output_dir",
-        str(tmp_path / "fine_tuned"),
+        *("--model_name_or_path", tmp_path / "converted", "--ignore_mismatched_sizes"),
+        *("--output_dir", tmp_path / "fine_tuned"),
     )
     config = json.loads((tmp_path / "fine_tuned" / "config.json").read_text())
     assert len(config["id2label"]) == 10 and config["image_size"] == 32
@@ -399,9 +337,10 @@ def test_readme_quickstart_reaches_95_percent_on_digits(tmp_path):
 
 def test_torch_compile_run_saves_plain_loadable_weights(tmp_path):
     """--torch_compile trains through inductor; the saved model has the plain names and loads everywhere."""
-    train(*SHORT_RUN, *TINY_MODEL, "--torch_compile", "--output_dir", str(tmp_path))
-    from swin_tiny_hf import SwinTinyForImageClassification
-
+    try:
+        run_train(*SHORT_RUN, *TINY_MODEL, "--torch_compile", "--output_dir", tmp_path)
+    finally:
+        torch._dynamo.reset()  # the compiled graphs are this run's, not the next test's
     weights = load_file(tmp_path / "model.safetensors")
     assert not any("_orig_mod" in name for name in weights)
     model = SwinTinyForImageClassification.from_pretrained(tmp_path)
@@ -411,24 +350,10 @@ def test_torch_compile_run_saves_plain_loadable_weights(tmp_path):
 
 
 # ------------------------------------------------------------------------------ a long run's everyday faults
-def drive(tmp_path, patch: str, *flags, launcher=(sys.executable,), env=None):
-    """train.py's main in a subprocess, after `patch` (Python run first, with `train` imported): a fault injected at
-    a chosen point of the real code, deterministically."""
-    script = tmp_path / f"drive_{abs(hash(patch))}.py"
-    script.write_text(
-        f"import os, signal, sys\nsys.path.insert(0, {str(ROOT)!r})\nimport train\n{patch}\n"
-        f"sys.argv = ['train.py', *{list(flags)!r}]\ntrain.main()\n"
-    )
-    return subprocess.run(
-        [*launcher, str(script)], capture_output=True, text=True, env={**ENV, **(env or {})}, cwd=ROOT
-    )
-
-
-def checkpoints(folder):
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith(("step_", "epoch_")))
 
 
 def test_sigterm_in_training_stops_at_a_step_with_a_checkpoint_and_resumes_exactly(uninterrupted, tmp_path):
+    """The signal as a scheduler sends it, to train.py run as a user runs it; the resume in this process."""
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), *RESUME_RUN, "--output_dir", str(tmp_path)],
         env=ENV,
@@ -448,25 +373,26 @@ def test_sigterm_in_training_stops_at_a_step_with_a_checkpoint_and_resumes_exact
     assert f"SIGTERM received: stopped after a complete checkpoint, {tmp_path / latest}" in stderr
     assert "--resume_from_checkpoint latest" in stderr and not (tmp_path / "model.safetensors").exists()
     assert json.loads((tmp_path / latest / "training_state.json").read_text())["completed_steps"] > 4
-    train(*RESUME_RUN, "--output_dir", str(tmp_path), "--resume_from_checkpoint", "latest")
+    run_train(*RESUME_RUN, "--output_dir", tmp_path, "--resume_from_checkpoint", "latest")
     assert_same_weights(uninterrupted, tmp_path)
     assert history_without_timing(tmp_path) == history_without_timing(uninterrupted)
 
 
 def test_sigterm_in_evaluation_checkpoints_the_trained_epoch_and_resumes_exactly(uninterrupted, tmp_path):
     patch = (
-        "evaluate = train.evaluate_model\n"
+        "from swin_tiny_hf.training import loop\n"
+        "evaluate = loop.evaluate_model\n"  # the evaluation of the epoch loop
         "def evaluate_after_a_signal(*args, **kwargs):\n"
         "    os.kill(os.getpid(), signal.SIGTERM)  # as the first evaluation starts\n"
         "    return evaluate(*args, **kwargs)\n"
-        "train.evaluate_model = evaluate_after_a_signal\n"
+        "loop.evaluate_model = evaluate_after_a_signal\n"
     )
-    result = drive(tmp_path, patch, *RESUME_RUN, "--output_dir", str(tmp_path / "run"))
+    result = drive(tmp_path, patch, *RESUME_RUN, "--output_dir", tmp_path / "run")
     assert result.returncode == 128 + signal.SIGTERM, result.stderr[-3000:]
     # epoch 1 (20 steps) trained, not evaluated: its last step's checkpoint, and no history yet
     state = json.loads((tmp_path / "run" / "step_20" / "training_state.json").read_text())
     assert (state["completed_steps"], state["epoch"], state["batches_into_epoch"], state["history"]) == (20, 0, 20, [])
-    train(*RESUME_RUN, "--output_dir", str(tmp_path / "run"), "--resume_from_checkpoint", "latest")
+    run_train(*RESUME_RUN, "--output_dir", tmp_path / "run", "--resume_from_checkpoint", "latest")
     assert_same_weights(uninterrupted, tmp_path / "run")
     assert history_without_timing(tmp_path / "run") == history_without_timing(uninterrupted)
 
@@ -474,40 +400,34 @@ def test_sigterm_in_evaluation_checkpoints_the_trained_epoch_and_resumes_exactly
 def test_a_signal_to_one_of_two_processes_stops_both_at_the_same_step(tmp_path):
     """SIGUSR1 to rank 1 only, at its step 3: both processes agree (one step later: the agreement is an all-reduce
     started at one step and read at the next), write step_4, and stop; the resume is exact."""
-    launcher = (
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        *"--multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no".split(),
-    )
     flags = [
         *"--dataset_name digits --max_train_samples 96 --max_eval_samples 16 --per_device_train_batch_size 8".split(),
         *"--num_train_epochs 2 --warmup_epochs 0.5 --learning_rate 1e-3 --dataloader_num_workers 0 --seed 3".split(),
         *"--logging_steps 3 --preemption_check_steps 1".split(),
         *TINY_MODEL,
     ]
-    cpu = {"ACCELERATE_USE_CPU": "true"}
-    train(*flags, "--output_dir", str(tmp_path / "whole"), launcher=launcher, env=cpu)
+    two = dict(launcher=TWO_PROCESSES, env=TWO_CPU_PROCESSES_ENV)
+    train_subprocess(*flags, "--output_dir", tmp_path / "whole", **two)
     patch = (
-        "log = train.log_training_progress\n"
+        "from swin_tiny_hf.training import loop\n"
+        "log = loop.TrainingLoop.log_progress\n"  # every --logging_steps steps
         "def log_then_signal(*args, **kwargs):\n"
         "    if os.environ['RANK'] == '1':\n"
         "        os.kill(os.getpid(), signal.SIGUSR1)\n"
         "    return log(*args, **kwargs)\n"
-        "train.log_training_progress = log_then_signal\n"
+        "loop.TrainingLoop.log_progress = log_then_signal\n"
     )
-    result = drive(tmp_path, patch, *flags, "--output_dir", str(tmp_path / "run"), launcher=launcher, env=cpu)
+    result = drive(tmp_path, patch, *flags, "--output_dir", tmp_path / "run", **two)
     assert result.returncode != 0 and "SIGUSR1 received" in result.stderr, result.stderr[-3000:]
     assert checkpoints(tmp_path / "run") == ["step_4"]
     assert len(list((tmp_path / "run" / "step_4").glob("random_states_*.pkl"))) == 2  # both processes' RNG
-    train(
-        *flags, "--output_dir", str(tmp_path / "run"), "--resume_from_checkpoint", "latest", launcher=launcher, env=cpu
-    )
+    train_subprocess(*flags, "--output_dir", tmp_path / "run", "--resume_from_checkpoint", "latest", **two)
     assert_same_weights(tmp_path / "whole", tmp_path / "run")
     assert history_without_timing(tmp_path / "whole") == history_without_timing(tmp_path / "run")
 
 
 def test_one_run_per_folder_and_a_killed_run_leaves_it_unlocked(tmp_path):
+    """The first run in a subprocess (it is killed); the second and third in this process, another process."""
     folder = tmp_path / "run"
     log = tmp_path / "first.log"
     with log.open("w") as output:
@@ -531,64 +451,60 @@ def test_one_run_per_folder_and_a_killed_run_leaves_it_unlocked(tmp_path):
         while not (folder / "step_4").exists():
             assert first.poll() is None and time.time() < deadline, log.read_text()[-3000:]
             time.sleep(0.05)
-        second = train(
-            *SHORT_RUN, *TINY_MODEL, "--output_dir", str(folder), "--resume_from_checkpoint", "latest", check=False
+        second = run_train(
+            *SHORT_RUN, *TINY_MODEL, "--output_dir", folder, "--resume_from_checkpoint", "latest", exit_code=1
         )
-        assert second.returncode == 1
-        assert f"--output_dir '{folder}' is in use by another run" in second.stderr
-        assert f'"pid": {first.pid}' in second.stderr
+        assert f"--output_dir '{folder}' is in use by another run" in second.log
+        assert f'"pid": {first.pid}' in second.log
     finally:
         first.kill()
         first.wait()
     assert (folder / ".run.lock").exists()  # SIGKILL: the file stays, the lock went with the process
-    third = train(*SHORT_RUN, *TINY_MODEL, "--output_dir", str(folder), "--overwrite_output_dir")
-    assert "deleted" in third.stderr and checkpoints(folder) == [] and (folder / "model.safetensors").exists()
+    third = run_train(*SHORT_RUN, *TINY_MODEL, "--output_dir", folder, "--overwrite_output_dir")
+    assert "deleted" in third.log and checkpoints(folder) == [] and (folder / "model.safetensors").exists()
     assert not (folder / ".run.lock").exists()  # a run that ends removes it
 
 
 def test_a_folder_with_a_run_in_it_is_refused_untouched_unless_overwritten(tmp_path):
-    train(*SHORT_RUN, *TINY_MODEL, "--checkpointing_steps", "1", "--output_dir", str(tmp_path))
+    """The refusal as a user meets it: train.py on the command line, its exit code and its message on stderr (the
+    one run of this file that only the command line is the point of)."""
+    run_train(*SHORT_RUN, *TINY_MODEL, "--checkpointing_steps", "1", "--output_dir", tmp_path)
     before = {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-    again = train(*SHORT_RUN, *TINY_MODEL, "--output_dir", str(tmp_path), check=False)
-    assert again.returncode == 1
+    again = train_subprocess(*SHORT_RUN, *TINY_MODEL, "--output_dir", tmp_path, check=False)
+    assert again.returncode == 1 and "Traceback" not in again.stderr
     assert f"--output_dir '{tmp_path}' is not empty (README.md, all_results.json, best" in again.stderr
     assert "--resume_from_checkpoint latest" in again.stderr and "--overwrite_output_dir" in again.stderr
     assert {p.relative_to(tmp_path): p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
-    replaced = train(*SHORT_RUN, *TINY_MODEL, "--output_dir", str(tmp_path), "--overwrite_output_dir")
-    assert "--overwrite_output_dir: deleted README.md, all_results.json, best" in replaced.stderr
+    replaced = run_train(*SHORT_RUN, *TINY_MODEL, "--output_dir", tmp_path, "--overwrite_output_dir")
+    assert "--overwrite_output_dir: deleted README.md, all_results.json, best" in replaced.log
     assert checkpoints(tmp_path) == [] and (tmp_path / "model.safetensors").exists()  # step_1 and step_2 went
 
 
 def test_a_resume_with_changed_settings_is_refused_unless_accepted(uninterrupted, tmp_path):
-    step_12 = str(uninterrupted / "step_12")
+    step_12 = uninterrupted / "step_12"
     changed = ["--per_device_train_batch_size", "32", "--learning_rate", "5e-4"]
-    refused = train(
-        *RESUME_RUN, *changed, "--output_dir", str(tmp_path / "a"), "--resume_from_checkpoint", step_12, check=False
+    refused = run_train(
+        *RESUME_RUN, *changed, "--output_dir", tmp_path / "a", "--resume_from_checkpoint", step_12, exit_code=1
     )
-    assert refused.returncode == 1 and not (tmp_path / "a" / "model.safetensors").exists()
-    assert "would not resume exactly" in refused.stderr
-    assert (
-        "--learning_rate 0.001 -> 0.0005" in refused.stderr
-        and "--per_device_train_batch_size 16 -> 32" in refused.stderr
-    )
-    # settings that only say how the run reports and saves may change: the resume stays exact
-    train(
-        *RESUME_RUN, "--logging_steps", "7", "--output_dir", str(tmp_path / "b"), "--resume_from_checkpoint", step_12
+    assert not (tmp_path / "a" / "model.safetensors").exists()
+    assert "would not resume exactly" in refused.log
+    assert "--learning_rate 0.001 -> 0.0005" in refused.log and "--per_device_train_batch_size 16 -> 32" in refused.log
+    # settings that only say how the run reports and saves may change: the resume stays exact (from step_32: the
+    # eight steps left are enough to show it)
+    run_train(
+        *RESUME_RUN,
+        *("--logging_steps", "7", "--checkpointing_steps", "3"),
+        *("--output_dir", tmp_path / "b", "--resume_from_checkpoint", uninterrupted / "step_32"),
     )
     assert_same_weights(uninterrupted, tmp_path / "b")
+    assert checkpoints(tmp_path / "b") == ["step_33", "step_36", "step_39"]
     # accepted: from the same 192 samples (12 steps of 16), now 6 steps of 32, at the new learning rate
-    accepted = train(
+    accepted = run_train(
         *RESUME_RUN,
         *changed,
-        "--output_dir",
-        str(tmp_path / "c"),
-        "--resume_from_checkpoint",
-        step_12,
-        "--resume_with_changes",
+        *("--output_dir", tmp_path / "c", "--resume_from_checkpoint", step_12, "--resume_with_changes"),
     )
-    assert (
-        "Going on from 192 training samples: step 6, batch 6 of epoch 1, peak learning rate 0.0005" in accepted.stderr
-    )
+    assert "Going on from 192 training samples: step 6, batch 6 of epoch 1, peak learning rate 0.0005" in accepted.log
     history = json.loads((tmp_path / "c" / "history.json").read_text())
     assert [row["step"] for row in history] == [10, 20]  # 10 steps an epoch at 32
     recorded = json.loads((tmp_path / "c" / "step_20" / "args.json").read_text())
@@ -602,11 +518,12 @@ def test_a_resume_with_changed_settings_is_refused_unless_accepted(uninterrupted
 def test_fp16_on_cpu_skips_overflow_steps_backs_off_and_resumes_the_scaler_exactly(tmp_path):
     """torch's CPU fp16 autocast and GradScaler under train.py's real step. A first scale of 2^24 overflows fp16
     gradients: those steps are skipped and the scale halves; the guard, which counts non-finite losses, does not
-    count them."""
-    fp16 = [*RESUME_RUN, "--mixed_precision", "fp16", "--fp16_init_scale", str(2.0**24), "--logging_steps", "1"]
-    whole = train(*fp16, "--output_dir", str(tmp_path / "whole"))
-    assert "non-finite loss" not in whole.stderr
-    scales = [torch.load(tmp_path / "whole" / f"step_{s}" / "scaler.pt")["scale"] for s in (4, 8, 40)]
+    count them. 160 digits: two epochs of 10 steps, a checkpoint every 4."""
+    fp16 = [*RESUME_RUN, "--max_train_samples", "160", "--mixed_precision", "fp16"]
+    fp16 += ["--fp16_init_scale", str(2.0**24), "--logging_steps", "1"]
+    whole = run_train(*fp16, "--output_dir", tmp_path / "whole")
+    assert "precision: fp16 (--mixed_precision fp16)" in whole.log and "non-finite loss" not in whole.log
+    scales = [torch.load(tmp_path / "whole" / f"step_{s}" / "scaler.pt")["scale"] for s in (4, 8, 20)]
     assert scales[0] < 2.0**24 and math.log2(scales[0]).is_integer()  # backed off by halving
     assert all(
         json.loads((tmp_path / "whole" / f"step_{s}" / "training_state.json").read_text())["nonfinite_run"] == 0
@@ -618,58 +535,37 @@ def test_fp16_on_cpu_skips_overflow_steps_backs_off_and_resumes_the_scaler_exact
         weights["classifier.weight"],
         load_file(tmp_path / "whole" / "step_4" / "model.safetensors")["classifier.weight"],
     )
-    train(
-        *fp16,
-        "--output_dir",
-        str(tmp_path / "resumed"),
-        "--resume_from_checkpoint",
-        str(tmp_path / "whole" / "step_8"),
-    )
+    run_train(*fp16, "--output_dir", tmp_path / "resumed", "--resume_from_checkpoint", tmp_path / "whole" / "step_8")
     assert_same_weights(tmp_path / "whole", tmp_path / "resumed")
-    assert torch.load(tmp_path / "resumed" / "step_40" / "scaler.pt") == torch.load(
-        tmp_path / "whole" / "step_40" / "scaler.pt"
+    assert torch.load(tmp_path / "resumed" / "step_20" / "scaler.pt") == torch.load(
+        tmp_path / "whole" / "step_20" / "scaler.pt"
     )
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 256 MiB tmpfs, to fill up (root only; skipped where mounting is not allowed)."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256m", "tmpfs", str(mount_point)], capture_output=True
-    )
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=True)
-
-
-def test_a_full_disk_stops_the_run_cleanly_and_a_resume_on_it_says_so(uninterrupted, small_disk, tmp_path):
+def test_a_full_disk_stops_the_run_cleanly_and_a_resume_on_it_says_so(
+    uninterrupted,
+    small_disk,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
     folder = small_disk / "run"
-    patch = (
-        "save = train.save_checkpoint\n"
-        "def fill_the_disk_then_save(accelerator, output_dir, name, *args, **kwargs):\n"
-        "    if name == 'step_8':\n"
-        "        with open(os.path.join(os.path.dirname(output_dir), 'filler'), 'wb') as filler:\n"
-        "            try:\n"
-        "                while True:\n"
-        "                    filler.write(bytes(1 << 20))\n"
-        "                    filler.flush()\n"
-        "            except OSError:\n"
-        "                pass\n"
-        "    return save(accelerator, output_dir, name, *args, **kwargs)\n"
-        "train.save_checkpoint = fill_the_disk_then_save\n"
-    )
-    result = drive(tmp_path, patch, *RESUME_RUN, "--output_dir", str(folder))
-    assert result.returncode == 1, result.stderr[-3000:]
-    assert f"could not write checkpoint '{folder / 'step_8'}': No space left on device" in result.stderr
-    assert "the checkpoints already there are kept (step_4)" in result.stderr and "Traceback" not in result.stderr
+    save = training_loop.save_checkpoint  # the checkpoint writer the loop calls
+
+    def fill_the_disk_then_save(accelerator, output_dir, name, *args, **kwargs):
+        if name == "step_8":
+            fill_the_disk(small_disk / "filler")
+        return save(accelerator, output_dir, name, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training_loop, "save_checkpoint", fill_the_disk_then_save)
+        stopped = run_train(*RESUME_RUN, "--output_dir", folder, exit_code=1)
+    assert f"could not write checkpoint '{folder / 'step_8'}': No space left on device" in stopped.error_line()
+    assert "the checkpoints already there are kept (step_4)" in stopped.log and "Traceback" not in stopped.log
     assert checkpoints(folder) == ["step_4"] and not [p for p in folder.iterdir() if p.name.startswith(".tmp")]
     # a resume on the still-full disk is refused before it trains, with the same cause
-    again = train(*RESUME_RUN, "--output_dir", str(folder), "--resume_from_checkpoint", "latest", check=False)
-    assert again.returncode == 1 and "No space left on device for a checkpoint in" in again.stderr
+    again = run_train(*RESUME_RUN, "--output_dir", folder, "--resume_from_checkpoint", "latest", exit_code=1)
+    assert "No space left on device for a checkpoint in" in again.log
     (small_disk / "filler").unlink()
-    train(*RESUME_RUN, "--output_dir", str(folder), "--resume_from_checkpoint", "latest")
+    run_train(*RESUME_RUN, "--output_dir", folder, "--resume_from_checkpoint", "latest")
     assert_same_weights(uninterrupted, folder)
     assert history_without_timing(folder) == history_without_timing(uninterrupted)

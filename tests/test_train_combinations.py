@@ -13,19 +13,22 @@ import sys
 
 import pytest
 import torch
-from accelerate.state import AcceleratorState
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 from datasets import Image as ImageFeature
 from huggingface_hub import ModelCard
 from PIL import Image
+from train_runs import ENV, ROOT, SHORT_RUN, TINY_MODEL, fresh_accelerator_state, reset_accelerator_state, run_train
 
 from swin_tiny_hf import SwinTinyForImageClassification, make_image_processor, save_model_and_processor
+from swin_tiny_hf.training import accelerator as accelerator_module
+from swin_tiny_hf.training import loop as training_loop
 from swin_tiny_hf.training.collate import MixupCutmixCollator
+from swin_tiny_hf.training.flags import model_overrides
 from swin_tiny_hf.training.optimization import learning_rate_at
+from swin_tiny_hf.training.starting_model import model_config
 
 import train
 from conftest import tiny_config
-from test_train import ENV, ROOT, SHORT_RUN, TINY_MODEL
 
 # A 32 px starting checkpoint; the fine-tune trains it at 64 px on 32 digits, batch 16: two optimizer steps an
 # epoch, and --max_train_steps 4 ends it after two of --num_train_epochs 50.
@@ -44,7 +47,7 @@ def fine_tuned(tmp_path_factory):
     model = SwinTinyForImageClassification(tiny_config(num_labels=10, window_size=4, depths=[2, 2], num_heads=[1, 2]))
     save_model_and_processor(model, start, make_image_processor(32))
     seen = {"mixing": {}, "eval_sizes": set()}
-    collate, evaluate = MixupCutmixCollator.__call__, train.evaluate_model
+    collate, evaluate = MixupCutmixCollator.__call__, training_loop.evaluate_model  # the epoch loop's evaluation
 
     def recording_collate(self, examples):
         seen["mixing"][self.epoch] = self.mixing
@@ -54,34 +57,17 @@ def fine_tuned(tmp_path_factory):
         seen["eval_sizes"].update(tuple(batch["pixel_values"].shape[-2:]) for batch in dataloader)
         return evaluate(model, dataloader, *args, **kwargs)
 
-    handler = ListHandler()
-    logging.getLogger("train").addHandler(handler)
-    AcceleratorState._reset_state(reset_partial_state=True)  # whatever ran before in this process
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(MixupCutmixCollator, "__call__", recording_collate)
-        patch.setattr(train, "evaluate_model", recording_evaluate)
-        train.main([*FINE_TUNE, "--model_name_or_path", str(start), "--output_dir", str(folder / "run")])
-    logging.getLogger("train").removeHandler(handler)
-    seen["log"] = "\n".join(handler.messages)
+        patch.setattr(training_loop, "evaluate_model", recording_evaluate)
+        run = run_train(*FINE_TUNE, "--model_name_or_path", start, "--output_dir", folder / "run")
+    seen["log"] = run.messages("train")
     return start, folder / "run", seen
 
 
-@pytest.fixture(autouse=True)
-def fresh_accelerator_state():
-    """Each in-process run builds its Accelerator afresh (accelerate keeps one state per process, and refuses a
-    second precision in it), as a new process would."""
-    AcceleratorState._reset_state(reset_partial_state=True)  # other test modules build Accelerators in-process
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-
-
-class ListHandler(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
+# Each in-process run builds its Accelerator afresh (accelerate keeps one state per process, and refuses a second
+# precision in it), as a new process would; other test modules build Accelerators in this process too.
+pytestmark = pytest.mark.usefixtures(fresh_accelerator_state.__name__)
 
 
 def test_mixing_switches_off_in_the_last_epochs_of_a_run_that_max_train_steps_ends(fine_tuned):
@@ -168,7 +154,7 @@ def test_model_flags_on_a_starting_checkpoint_are_validated_as_without_one(fine_
         assert messages[0] == messages[1], flags  # the config's own message, with and without the checkpoint
     # a valid override on a checkpoint is applied, not dropped: the config a run builds has it
     args = train.parse_args(["--model_name_or_path", start, "--window_size", "8", "--output_dir", "x"])
-    config = train.model_config(args, [str(d) for d in range(10)])
+    config = model_config(args.model_name_or_path, model_overrides(args), [str(d) for d in range(10)])
     assert config.window_size == [8, 8] and config.image_size == 32 and config.depths == [2, 2]
 
 
@@ -244,7 +230,7 @@ def test_validation_fraction_of_a_dataset_with_its_own_split_is_said_to_be_unuse
 
 def test_the_log_says_where_the_precision_came_from(tmp_path, caplog, monkeypatch):
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")  # what `accelerate launch` passes when not told
-    monkeypatch.setattr(train, "native_cpu_bf16", lambda: False)
+    monkeypatch.setattr(accelerator_module, "native_cpu_bf16", lambda: False)
     with caplog.at_level(logging.INFO, logger="train"):
         train.main([*SHORT_RUN, *TINY_MODEL, "--output_dir", str(tmp_path)])
     assert "precision: fp32 (--mixed_precision auto: accelerate launch passed 'no' (its value when not told)" in (
@@ -253,16 +239,37 @@ def test_the_log_says_where_the_precision_came_from(tmp_path, caplog, monkeypatc
     assert torch.get_autocast_dtype("cpu") is not None  # (autocast state untouched by the run)
 
 
-def test_tracking_to_tensorboard_and_bf16_autocast_on_cpu(tmp_path):
-    """bf16 really runs the arithmetic in bf16: the same run in fp32 gives close but other losses."""
-    losses = {}
+def test_tracking_to_tensorboard_and_bf16_autocast_on_cpu(tmp_path, monkeypatch):
+    """bf16 really runs the arithmetic in bf16: the log and the checkpoint's args say so, every forward runs under
+    CPU autocast to bf16 (the logits come out of the classifier in bf16), and the same run in fp32 (no autocast,
+    fp32 logits) gives close but other losses."""
+    forward, forwards = SwinTinyForImageClassification.forward, []
+
+    def recording_forward(self, *args, **kwargs):
+        outputs = forward(self, *args, **kwargs)
+        forwards.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"), outputs.logits.dtype))
+        return outputs
+
+    monkeypatch.setattr(SwinTinyForImageClassification, "forward", recording_forward)
+    losses, seen = {}, {}
     for precision in ("bf16", "no"):
         folder = tmp_path / precision
         flags = ["--with_tracking", "--report_to", "tensorboard"] if precision == "bf16" else []
-        train.main([*SHORT_RUN, *TINY_MODEL, *flags, "--mixed_precision", precision, "--output_dir", str(folder)])
-        AcceleratorState._reset_state(reset_partial_state=True)
+        forwards.clear()
+        run = run_train(
+            *SHORT_RUN,
+            *TINY_MODEL,
+            *flags,
+            *("--mixed_precision", precision, "--checkpointing_steps", "epoch", "--output_dir", folder),
+        )
+        shown = "fp32" if precision == "no" else precision
+        assert f"INFO train: precision: {shown} (--mixed_precision {precision})" in run.log
+        assert json.loads((folder / "epoch_1" / "args.json").read_text())["mixed_precision_resolved"] == precision
+        seen[precision] = set(forwards)
         (row,) = json.loads((folder / "history.json").read_text())
         losses[precision] = (row["train_loss"], row["val_loss"])
+    assert seen["bf16"] == {(True, torch.bfloat16, torch.bfloat16)}  # 2 training and 1 evaluation forward
+    assert {(enabled, logits) for enabled, _, logits in seen["no"]} == {(False, torch.float32)}
     assert list((tmp_path / "bf16").rglob("events.out.tfevents.*"))
     assert "| mixed_precision | bf16 |" in (tmp_path / "bf16" / "best" / "README.md").read_text()
     assert all(math.isfinite(value) for value in losses["bf16"])
@@ -296,7 +303,7 @@ def test_stops_before_training_name_the_cause_and_free_the_folder(fine_tuned, tm
         )
     assert stopped.value.code == 1 and "no complete checkpoint in" in caplog.text and "Traceback" not in caplog.text
     assert str(tmp_path.resolve()) not in _HELD
-    AcceleratorState._reset_state(reset_partial_state=True)
+    reset_accelerator_state()
     image = Image.new("RGB", (8, 8))
     features = Features({"image": ImageFeature(), "label": ClassLabel(names=["a", "b"])})
     DatasetDict(
@@ -314,7 +321,7 @@ def test_a_checkpoint_without_a_grad_scaler_resumes_in_fp16(tmp_path, caplog):
     """An fp32 (or bf16) run resumed in fp16 with --resume_with_changes: the scaler starts afresh."""
     flags = [*SHORT_RUN, *TINY_MODEL, "--checkpointing_steps", "1", "--output_dir", str(tmp_path)]
     train.main([*flags, "--mixed_precision", "no", "--max_train_steps", "1"])
-    AcceleratorState._reset_state(reset_partial_state=True)
+    reset_accelerator_state()
     with caplog.at_level(logging.WARNING, logger="train"):
         resumed = [*flags, "--mixed_precision", "fp16", "--resume_from_checkpoint", "latest", "--resume_with_changes"]
         results = train.main(resumed)

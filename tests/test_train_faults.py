@@ -1,49 +1,43 @@
-"""train.py's faults in combination, end to end in subprocesses (signals, kills and full disks are the point):
-the preemption handler on every way out of a run and in --eval_only, every writer of the run on a full disk, and
-the final model replaced atomically."""
+"""train.py's faults in combination, end to end: the preemption handler on every way out of a run and in
+--eval_only, every writer of the run on a full disk, and the final model replaced atomically. Signals, kills and two
+processes run in subprocesses; the rest in this process through `train.main`."""
 
+import errno
+import inspect
 import os
 import signal
 import subprocess
 import sys
 
 import pytest
-
-from test_train import ENV, ROOT, SHORT_RUN, TINY_MODEL, drive, small_disk, train  # noqa: F401 (small_disk: fixture)
-
-TWO_PROCESSES = (
-    sys.executable,
-    "-m",
-    "accelerate.commands.launch",
-    *"--multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no".split(),
+from train_runs import (
+    ENV,
+    ROOT,
+    SHORT_RUN,
+    TINY_MODEL,
+    TWO_CPU_PROCESSES_ENV,
+    TWO_PROCESSES,
+    drive,
+    fill_the_disk,
+    run_train,
+    small_disk,  # noqa: F401 (a fixture)
 )
+
+from swin_tiny_hf.training import artifacts
+from swin_tiny_hf.training import loop as training_loop
+
+import train
+
 # What a run's model folder holds (save_pretrained with the remote code, the image processor, the model card).
 MODEL_FILES = {"config.json", "model.safetensors", "preprocessor_config.json", "README.md"}
-# Python for a driver: fill the device of `path` to the last byte (1 MiB, then 4 KiB pages, then bytes).
-FILL = (
-    "def fill_the_disk(path):\n"
-    "    descriptor = os.open(os.path.join(path, 'filler'), os.O_WRONLY | os.O_CREAT | os.O_APPEND)\n"
-    "    for size in (1 << 20, 4096, 1):\n"
-    "        try:\n"
-    "            while os.write(descriptor, bytes(size)):\n"
-    "                pass\n"
-    "        except OSError:\n"
-    "            pass\n"
-    "    os.close(descriptor)\n"
-)
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     """A finished tiny run with a checkpoint at each of its two steps."""
     folder = tmp_path_factory.mktemp("finished") / "run"
-    train(*SHORT_RUN, *TINY_MODEL, "--checkpointing_steps", "1", "--output_dir", str(folder))
+    run_train(*SHORT_RUN, *TINY_MODEL, "--checkpointing_steps", "1", "--output_dir", folder)
     return folder
-
-
-def error_line(stderr: str) -> str:
-    """The run's logged error (progress bars share stderr, joined by carriage returns)."""
-    return next(line for line in stderr.replace("\r", "\n").splitlines() if " ERROR train: " in line)
 
 
 # ------------------------------------------------------------------------------------ the preemption handler
@@ -99,7 +93,7 @@ def test_after_a_run_refused_before_training_a_sigterm_has_its_default_effect(fi
 def test_a_sigterm_in_eval_only_stops_it_with_143_and_writes_nothing(finished, tmp_path, when):
     target = "load_data" if when == "loading the data" else "evaluate_model"
     patch = (
-        f"original = train.{target}\n"
+        f"original = train.{target}\n"  # both called from train.py's run for --eval_only
         "def signal_then_go_on(*args, **kwargs):\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
         "    return original(*args, **kwargs)\n"
@@ -115,33 +109,34 @@ def test_a_sigterm_in_eval_only_stops_it_with_143_and_writes_nothing(finished, t
 
 
 # ------------------------------------------------------------------------------------------- a full disk
-def fill_before(writer: str) -> str:
-    """A patch that fills the disk just before `writer` (history, best, final or all_results) writes."""
-    wrap = {
-        # history.json is the first thing written after an evaluation
-        "history": (
-            "evaluate_model",
-            "result = original(*args, **kwargs)\n    fill_the_disk(DISK)\n    return result",
-        ),
-        "best": ("save_model_folder", "if args[2].name.endswith('best'):\n        fill_the_disk(DISK)\n"),
-        "final": ("save_model_folder", "if args[2].name.endswith('final'):\n        fill_the_disk(DISK)\n"),
-        # all_results.json is written after the final model
-        "all_results": (
-            "save_model_folder",
-            "result = original(*args, **kwargs)\n"
-            "    if args[2].name.endswith('final'):\n"
-            "        fill_the_disk(DISK)\n"
-            "    return result",
-        ),
-    }
-    target, body = wrap[writer]
-    if "return" not in body:
-        body += "    return original(*args, **kwargs)"
-    return (
-        f"{FILL}original = train.{target}\n"
-        f"def fill_then_write(*args, **kwargs):\n    {body}\n"
-        f"train.{target} = fill_then_write\n"
-    )
+def fill_before(writer: str, disk):
+    """(module, name in it, wrapper of it): fills `disk` just before `writer` (history, best, final or all_results)
+    writes. best/ is saved from train.py's save_best, the final model from artifacts.write_final_outputs."""
+
+    def is_model_folder(args, name: str) -> bool:
+        return args[2].name.endswith(name)  # save_model_folder(model, image_processor, folder, ...)
+
+    if writer == "history":  # history.json is the first thing written after an evaluation
+        original = training_loop.evaluate_model  # the epoch loop's evaluation, then history.json
+
+        def evaluate_then_fill(*args, **kwargs):
+            result = original(*args, **kwargs)
+            fill_the_disk(disk / "filler")
+            return result
+
+        return training_loop, "evaluate_model", evaluate_then_fill
+    module = train if writer == "best" else artifacts
+    original = module.save_model_folder
+
+    def fill_then_save(*args, **kwargs):
+        if writer in ("best", "final") and is_model_folder(args, writer):
+            fill_the_disk(disk / "filler")
+        result = original(*args, **kwargs)
+        if writer == "all_results" and is_model_folder(args, "final"):  # written after the final model
+            fill_the_disk(disk / "filler")
+        return result
+
+    return module, "save_model_folder", fill_then_save
 
 
 @pytest.mark.parametrize(
@@ -155,17 +150,16 @@ def fill_before(writer: str) -> str:
 )
 def test_a_full_disk_while_writing_the_run_outputs_stops_cleanly_and_leaves_nothing_partial(
     small_disk,  # noqa: F811
-    tmp_path,
+    monkeypatch,
     writer,
     what,
     path,
 ):
     folder = small_disk / "run"
-    patch = f"DISK = {str(small_disk)!r}\n" + fill_before(writer)
-    result = drive(tmp_path, patch, *SHORT_RUN, *TINY_MODEL, "--output_dir", str(folder))
-    assert result.returncode == 1, result.stderr[-3000:]
-    assert "Traceback" not in result.stderr
-    message = error_line(result.stderr)
+    monkeypatch.setattr(*fill_before(writer, small_disk))
+    result = run_train(*SHORT_RUN, *TINY_MODEL, "--output_dir", folder, exit_code=1)
+    assert "Traceback" not in result.log
+    message = result.error_line()
     assert f"could not write {what} '{folder / path}': No space left on device (" in message
     assert " MiB free on its device" in message
     names = {p.name for p in folder.iterdir()}
@@ -175,27 +169,34 @@ def test_a_full_disk_while_writing_the_run_outputs_stops_cleanly_and_leaves_noth
         assert not names & MODEL_FILES
 
 
-def test_a_full_disk_met_by_a_writer_the_run_does_not_guard_stops_cleanly(tmp_path):
+def test_a_full_disk_met_by_a_writer_the_run_does_not_guard_stops_cleanly(tmp_path, monkeypatch):
     """The last line of defence, for a writer outside the run's own (a tracker's event file, written from its
     thread): an OSError "No space left on device" anywhere in the run stops it with the path and the free space."""
     events = tmp_path / "out" / "events.out.tfevents"
-    patch = (
-        "import errno\n"
-        "def full(*args, **kwargs):\n"
-        f"    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), {str(events)!r})\n"
-        "train.run = full\n"
-    )
-    result = drive(tmp_path, patch, *SHORT_RUN, *TINY_MODEL, "--output_dir", str(tmp_path / "out"))
-    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
-    assert f"could not write '{events}': No space left on device (" in error_line(result.stderr)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(events))
+
+    monkeypatch.setattr(train, "run", full)
+    result = run_train(*SHORT_RUN, *TINY_MODEL, "--output_dir", tmp_path / "out", exit_code=1)
+    assert "Traceback" not in result.log
+    assert f"could not write '{events}': No space left on device (" in result.error_line()
 
 
 def test_a_full_disk_while_one_of_two_processes_writes_best_stops_both(small_disk, tmp_path):  # noqa: F811
     """best/ is written by the main process only: the other one learns of the failure and stops too."""
     folder = small_disk / "run"
-    patch = f"DISK = {str(small_disk)!r}\n" + fill_before("best")
+    patch = (
+        f"{inspect.getsource(fill_the_disk)}\n"
+        "save = train.save_model_folder\n"  # best/ is saved from train.py's save_best
+        "def fill_then_save(*args, **kwargs):\n"
+        "    if args[2].name.endswith('best'):\n"
+        f"        fill_the_disk({str(small_disk / 'filler')!r})\n"
+        "    return save(*args, **kwargs)\n"
+        "train.save_model_folder = fill_then_save\n"
+    )
     flags = [*SHORT_RUN, *TINY_MODEL, "--per_device_train_batch_size", "8", "--dataloader_num_workers", "0"]
-    script_env = {**ENV, "ACCELERATE_USE_CPU": "true"}
+    script_env = {**ENV, **TWO_CPU_PROCESSES_ENV}
     script = tmp_path / "drive_best.py"
     script.write_text(
         f"import os, signal, sys\nsys.path.insert(0, {str(ROOT)!r})\nimport train\n{patch}\n"

@@ -8,25 +8,31 @@ test_resume_position.py; these runs show it in the real loop.
 
 import json
 import shutil
+import signal
 
 import pytest
+from train_runs import RESUME_RUN, assert_same_weights, checkpoints, history_without_timing, run_train
 
-from test_train import RESUME_RUN, assert_same_weights, checkpoints, drive, history_without_timing, train
+from swin_tiny_hf.training import loop as training_loop
 
 
-def stop_after_saves(count: int) -> str:
-    """A `drive` patch: SIGTERM to itself right after the run's `count`-th checkpoint is written (the run then stops
-    at that step, as a preempted job does)."""
-    return (
-        "save = train.save_checkpoint\n"
-        "saved = []\n"
-        "def save_then_signal(*args, **kwargs):\n"
-        "    saved.append(save(*args, **kwargs))\n"
-        f"    if len(saved) == {count}:\n"
-        "        os.kill(os.getpid(), signal.SIGTERM)\n"
-        "    return saved[-1]\n"
-        "train.save_checkpoint = save_then_signal\n"
-    )
+def stopped_after_saves(count: int, *flags):
+    """The run of `flags`, in this process, stopped by SIGTERM right after its `count`-th checkpoint is written (the
+    run then stops at that step, as a preempted job does; exit code 143). Returns the run."""
+    save = training_loop.save_checkpoint  # the checkpoint writer the loop calls
+    saved = []
+
+    def save_then_signal(*args, **kwargs):
+        saved.append(save(*args, **kwargs))
+        if len(saved) == count:
+            # train.py's handler records the signal; without it the signal would end pytest itself
+            assert callable(signal.getsignal(signal.SIGTERM)), "train.py's SIGTERM handler is not installed"
+            signal.raise_signal(signal.SIGTERM)
+        return saved[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training_loop, "save_checkpoint", save_then_signal)
+        return run_train(*flags, exit_code=128 + signal.SIGTERM)
 
 
 def state_of(checkpoint):
@@ -53,8 +59,7 @@ def test_latest_and_retention_follow_the_write_order_across_a_resume_to_a_bigger
     and the copy of its step_12 that the reference resumes from, are in the format of checkpoints written before
     the order and the samples were recorded: they still resume, and count as older than any that records them."""
     folder, limit = tmp_path / "run", ["--checkpoints_total_limit", "2"]
-    first = drive(tmp_path, stop_after_saves(3), *RESUME_RUN, *limit, "--output_dir", str(folder))
-    assert first.returncode == 143, first.stderr[-3000:]
+    stopped_after_saves(3, *RESUME_RUN, *limit, "--output_dir", folder)
     assert checkpoints(folder) == ["step_12", "step_8"]
     as_from_before_the_write_order(folder / "step_8")
     first_step_12 = contents(folder / "step_12")
@@ -62,31 +67,25 @@ def test_latest_and_retention_follow_the_write_order_across_a_resume_to_a_bigger
     as_from_before_the_write_order(tmp_path / "first_step_12")
 
     bigger = ["--per_device_train_batch_size", "32"]
-    second = drive(
-        tmp_path,
-        stop_after_saves(1),
+    second = stopped_after_saves(
+        1,
         *RESUME_RUN,
         *bigger,
         *limit,
-        "--output_dir",
-        str(folder),
-        "--resume_from_checkpoint",
-        "latest",
-        "--resume_with_changes",
+        *("--output_dir", folder, "--resume_from_checkpoint", "latest", "--resume_with_changes"),
     )
-    assert second.returncode == 143, second.stderr[-3000:]
-    assert "Going on from 192 training samples: step 6, batch 6 of epoch 1" in second.stderr
+    assert "Going on from 192 training samples: step 6, batch 6 of epoch 1" in second.log
     # its first checkpoint, step 8 at 32 (256 samples), is written after the first run's step_12 (192 samples):
     # it is the latest, the first run's step_8 is the oldest written and goes, and step_12 is untouched
     assert checkpoints(folder) == ["step_12", "step_8-2"]
-    assert f"stopped after a complete checkpoint, {folder / 'step_8-2'}" in second.stderr
+    assert f"stopped after a complete checkpoint, {folder / 'step_8-2'}" in second.log
     assert contents(folder / "step_12") == first_step_12
     newest = state_of(folder / "step_8-2")
     assert (newest["completed_steps"], newest["samples_seen"], newest["batches_into_epoch"]) == (8, 256, 8)
 
     # the resume of the resume: `latest` is the changed run's checkpoint, whose settings are batch 32: exact
-    third = train(*RESUME_RUN, *bigger, *limit, "--output_dir", str(folder), "--resume_from_checkpoint", "latest")
-    assert f"resumed from {folder / 'step_8-2'} at step 8" in third.stderr
+    third = run_train(*RESUME_RUN, *bigger, *limit, "--output_dir", folder, "--resume_from_checkpoint", "latest")
+    assert f"resumed from {folder / 'step_8-2'} at step 8" in third.log
     assert checkpoints(folder) == ["step_16", "step_20"]  # its step_12 took step_12-2, pruned since
     last = state_of(folder / "step_20")
     assert (last["completed_steps"], last["samples_seen"], last["epoch"]) == (20, 640, 1)
@@ -94,14 +93,10 @@ def test_latest_and_retention_follow_the_write_order_across_a_resume_to_a_bigger
 
     # the same as going on from the first run's step_12 at 32 without stopping
     reference = tmp_path / "reference"
-    train(
+    run_train(
         *RESUME_RUN,
         *bigger,
-        "--output_dir",
-        str(reference),
-        "--resume_from_checkpoint",
-        str(tmp_path / "first_step_12"),
-        "--resume_with_changes",
+        *("--output_dir", reference, "--resume_from_checkpoint", tmp_path / "first_step_12", "--resume_with_changes"),
     )
     assert_same_weights(reference, folder)
     assert history_without_timing(reference) == history_without_timing(folder)
@@ -114,19 +109,16 @@ ACCUMULATE_3 = [*RESUME_RUN, "--gradient_accumulation_steps", "3", "--checkpoint
 
 @pytest.fixture(scope="module")
 def accumulation_3_to_4(tmp_path_factory):
-    """The run above, then a resume from its step_10 with accumulation 4 (5 steps an epoch: 4, 4, 4, 4, 4), with a
-    checkpoint at every step. Returns (the resumed folder, the resumed run's stderr)."""
+    """The run above, stopped after its step_10; then a resume from that step_10 with accumulation 4 (5 steps an
+    epoch: 4, 4, 4, 4, 4), with a checkpoint at every step. Returns (the resumed folder, the resumed run's log)."""
     folder = tmp_path_factory.mktemp("accumulation")
-    train(*ACCUMULATE_3, "--output_dir", str(folder / "first"))
-    resumed = train(
+    stopped_after_saves(1, *ACCUMULATE_3, "--output_dir", folder / "first")  # the rest of it the resume never reads
+    resumed = run_train(
         *ACCUMULATE_3,
         *"--gradient_accumulation_steps 4 --checkpointing_steps 1 --resume_with_changes".split(),
-        "--resume_from_checkpoint",
-        str(folder / "first" / "step_10"),
-        "--output_dir",
-        str(folder / "resumed"),
+        *("--resume_from_checkpoint", folder / "first" / "step_10", "--output_dir", folder / "resumed"),
     )
-    return folder / "resumed", resumed.stderr
+    return folder / "resumed", resumed.log
 
 
 def test_a_resume_goes_on_from_the_samples_trained_when_epochs_end_on_a_partial_step(accumulation_3_to_4):
