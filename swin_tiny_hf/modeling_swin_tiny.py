@@ -151,6 +151,18 @@ def eager_window_attention(
     return output, weights
 
 
+def sdpa_is_slower(query: torch.Tensor) -> bool:
+    """Whether `scaled_dot_product_attention` is slower here than its math as two matrix products and a softmax.
+
+    On the CPU in bf16 or fp16 it is, at this model's windows (4-64 tokens, head size 32-48): PyTorch's CPU flash
+    kernel and its math fallback (taken when the mask needs a gradient, as in training, where it is the learned
+    bias) convert the inputs to fp32 first. Measured on a Zen 4 CPU (AVX512-BF16), bf16, per block: 3-4x slower
+    forward and 1.2-4x slower forward and backward than `eager_window_attention`, and a fifth of a bf16 training
+    step (benchmarks/profile_ops.py). In fp32, and on GPUs, SDPA stays.
+    """
+    return query.device.type == "cpu" and query.dtype in (torch.bfloat16, torch.float16)
+
+
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside MxM windows with a learned relative position bias (W-MSA / SW-MSA).
 
@@ -223,9 +235,11 @@ class WindowAttention(nn.Module):
 
         implementation = self.config._attn_implementation or "sdpa"
         weights = None
-        # Exported graphs take the explicit math: see the module docstring.
-        if output_attentions or implementation == "eager" or torch.compiler.is_exporting():
+        # Exported graphs take the explicit math: see the module docstring. So do reduced precisions on the CPU (see
+        # `sdpa_is_slower`), where the weights are computed and dropped.
+        if output_attentions or implementation == "eager" or torch.compiler.is_exporting() or sdpa_is_slower(q):
             out, weights = eager_window_attention(q, k, v, mask, dropout, (B, nWh * nWw, heads, M * M, M * M))
+            weights = weights if output_attentions else None
         elif implementation == "sdpa":
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         else:

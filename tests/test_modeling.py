@@ -226,6 +226,43 @@ def test_sdpa_and_eager_gradients_agree(config, pixel_values):
         torch.testing.assert_close(grads["sdpa"][name], grads["eager"][name], atol=1e-5, rtol=1e-4, msg=name)
 
 
+@pytest.mark.parametrize("precision", ["bf16 autocast", "bf16 weights", "fp32"])
+def test_sdpa_on_the_cpu_takes_the_matrix_products_in_sixteen_bits_only(config, pixel_values, monkeypatch, precision):
+    """In bf16 on the CPU, "sdpa" computes what "eager" computes (SDPA's CPU kernels are slower there at these
+    windows, see `sdpa_is_slower`): the same logits and gradients, bit for bit, and no call to SDPA. In fp32 SDPA
+    runs, one call per block."""
+    calls = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].dtype)
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counted)
+    model = perturbed(SwinTinyForImageClassification(tiny_config(drop_path_rate=0.0))).train()
+    if precision == "bf16 weights":
+        model = model.to(torch.bfloat16)
+        pixel_values = pixel_values.to(torch.bfloat16)
+    labels = torch.tensor([0, 1, 2])
+    results = {}
+    for implementation in ("sdpa", "eager"):
+        model.set_attn_implementation(implementation)
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16 autocast"):
+            output = model(pixel_values, labels=labels)
+        output.loss.backward()
+        results[implementation] = (output.logits, {n: p.grad.clone() for n, p in model.named_parameters()})
+    blocks = sum(config.depths)
+    if precision == "fp32":
+        assert calls == [torch.float32] * blocks
+        torch.testing.assert_close(results["sdpa"][0], results["eager"][0], atol=1e-5, rtol=1e-4)
+    else:
+        assert calls == []
+        assert results["sdpa"][0].dtype == torch.bfloat16 and torch.equal(results["sdpa"][0], results["eager"][0])
+        for name, grad in results["sdpa"][1].items():
+            assert torch.equal(grad, results["eager"][1][name]), name
+
+
 def test_bf16_autocast_is_finite(config, pixel_values):
     model = SwinTinyForImageClassification(config).train()
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -154,7 +154,10 @@ def test_two_processes_share_the_checks_and_count_each_skipped_image_once(tmp_pa
     the gathered report counts every bad image once."""
     dataset = dataset_with(tmp_path, train_rows=[BAD_ROW], valid_rows=[5])
     flags = run_flags(tmp_path, dataset, "ddp", "--skip_bad_images", "--dataloader_num_workers", "0")
-    train_subprocess(*flags, launcher=TWO_PROCESSES, env=TWO_CPU_PROCESSES_ENV)
+    log = train_subprocess(*flags, launcher=TWO_PROCESSES, env=TWO_CPU_PROCESSES_ENV).stderr
+    # the rows dropped at start are the same on both processes: said once; a skipped one by the process that met it
+    assert log.count("--skip_bad_images: dropping 1 bad images in split 'valid'") == 1, log[-3000:]
+    assert log.count(f"--skip_bad_images: skipped could not decode the image of split 'train' row {BAD_ROW}") == 2
     results = json.loads((tmp_path / "ddp" / "all_results.json").read_text())
     # 32 rows, 8 per device x 2 processes: every row is read once an epoch, by one of the two processes
     assert results["bad_images"]["skipped_in_training_per_epoch"] == [1, 1]

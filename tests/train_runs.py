@@ -10,7 +10,7 @@ import logging
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -79,8 +79,8 @@ class Run:
 
     results: dict | None
     exit_code: int | None
-    log: str
-    records: list[logging.LogRecord]
+    log: str = field(repr=False)  # (a failed assertion on a Run shows its results and exit code, not pages of log)
+    records: list[logging.LogRecord] = field(repr=False)
 
     def messages(self, logger: str = "train") -> str:
         """The messages of one logger, a line each (a message of several lines keeps them)."""

@@ -184,7 +184,8 @@ def check_data(
         message = bad_rows_message(source.split, found)
         if not skip_bad_images:
             raise BadImageError(f"{message}. Fix or remove them, or pass --skip_bad_images to train without them.")
-        logger.warning("--skip_bad_images: dropping %s", message)
+        if process_index == 0:  # every process finds the same rows: one warning, not one per process
+            logger.warning("--skip_bad_images: dropping %s", message)
         dataset[name] = drop_rows(split, set(found))
         dropped[name] = len(found)
         bad += [
@@ -197,7 +198,7 @@ def check_data(
         num_processes,
         dropped["train"],
     )
-    if training:
+    if training and process_index == 0:  # the same classes on every process: one warning
         warn_uncovered_classes(dataset)
     return dataset, bad
 
