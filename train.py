@@ -25,6 +25,7 @@ from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from swin_tiny_hf.cpu_memory import keep_freed_memory
 from swin_tiny_hf.training.accelerator import build_accelerator
 from swin_tiny_hf.training.artifacts import CardFacts, push_to_hub, save_model_folder, write_final_outputs
 from swin_tiny_hf.training.checkpointing import (
@@ -101,6 +102,8 @@ def main(argv: list[str] | None = None) -> dict:
         args = resolve_flags(args, accelerator.num_processes, accelerator.device.type)
     except SettingsError as error:  # a rule between flags that needs the process count (the scaled learning rate)
         get_args_parser().error(str(error))
+    if accelerator.device.type == "cpu":
+        keep_freed_memory()  # the step's large temporaries reuse freed memory, without page faults (cpu_memory.py)
     # From the run's first moment: a signal while it locks its folder, loads the data or builds the model is
     # recorded, and honoured at the first step (or evaluation batch). The caller's handlers come back on every
     # way out, before `end` (a run that stopped before training leaves no handler of its own behind).

@@ -53,7 +53,7 @@ def settings(smoke: bool, device: torch.device) -> dict:
         return dict(
             config=dict(image_size=32, patch_size=2, embed_dim=16, depths=[1, 1], num_heads=[1, 2], window_size=4),
             correctness_batch=4,
-            batches=[4, 8],
+            batches=[4],
             dtypes=["fp32", "bf16"],
             compile_backend="eager",  # dynamo's tracing without inductor's minutes of compilation
             modes=["eager", "compiled"],

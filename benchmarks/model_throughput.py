@@ -25,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from swin_tiny_hf import SwinTinyConfig, SwinTinyForImageClassification
 from swin_tiny_hf.convert import timm_swin_kwargs
+from swin_tiny_hf.cpu_memory import keep_freed_memory
 
 
 def matmul_gflops(size: int = 2048, repeats: int = 5) -> dict[str, float]:
@@ -77,6 +78,7 @@ class Candidate:
         self.autocast = dict(device_type="cpu", dtype=autocast_dtype, enabled=autocast_dtype is not None)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
         self.best = {"inference": float("inf"), "train": float("inf")}
+        self.times = {"inference": [], "train": []}  # every round's, for the spread
         self.parameters = sum(p.numel() for p in model.parameters())
         self.flops = {"inference": flops(model.eval(), pixels, False), "train": flops(model.train(), pixels, True)}
 
@@ -95,8 +97,14 @@ class Candidate:
         self.optimizer.zero_grad(set_to_none=True)
 
     def measure(self):
-        self.best["inference"] = min(self.best["inference"], _timed(self.inference))
-        self.best["train"] = min(self.best["train"], _timed(self.train_step))
+        for mode, function in (("inference", self.inference), ("train", self.train_step)):
+            self.times[mode].append(_timed(function))
+            self.best[mode] = min(self.times[mode])
+
+
+def spread(times: list[float], batch: int) -> str:
+    """The slowest and fastest round, in images/s."""
+    return f"{batch / max(times):.1f}-{batch / min(times):.1f}"
 
 
 def run(candidates: list[Candidate], repeats: int, machine_gflops: float, title: str) -> None:
@@ -110,9 +118,9 @@ def run(candidates: list[Candidate], repeats: int, machine_gflops: float, title:
     print(f"\n## {title} (batch {batch}, best of {repeats}, {torch.get_num_threads()} threads)")
     print(
         "| model | params | inference img/s | ratio | train img/s | ratio | inference GFLOP/s (% of matmul) "
-        "| train GFLOP/s (% of matmul) |"
+        "| train GFLOP/s (% of matmul) | spread of rounds, img/s: inference; train |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     ours = candidates[0]
     for c in candidates:
         rates = {k: batch / v for k, v in c.best.items()}
@@ -122,9 +130,13 @@ def run(candidates: list[Candidate], repeats: int, machine_gflops: float, title:
             f"| {c.name} | {c.parameters:,} | {rates['inference']:.1f} | ours x{1 / ratios['inference']:.2f} "
             f"| {rates['train']:.1f} | ours x{1 / ratios['train']:.2f} "
             f"| {gflops['inference']:.0f} ({100 * gflops['inference'] / machine_gflops:.0f}%) "
-            f"| {gflops['train']:.0f} ({100 * gflops['train'] / machine_gflops:.0f}%) |"
+            f"| {gflops['train']:.0f} ({100 * gflops['train'] / machine_gflops:.0f}%) "
+            f"| {spread(c.times['inference'], batch)}; {spread(c.times['train'], batch)} |"
         )
-    print("('ours xR': swin_tiny_hf's images/s divided by this row's; R > 1 means swin_tiny_hf is faster.)")
+    print(
+        "('ours xR': swin_tiny_hf's images/s divided by this row's; R > 1 means swin_tiny_hf is faster. Images/s and "
+        "ratios are of the best round; the last column is the slowest and fastest round.)"
+    )
 
 
 def other_checkout(directory: str):
@@ -165,7 +177,14 @@ def main() -> None:
     parser.add_argument("--skip_224", action="store_true")
     parser.add_argument("--skip_bf16", action="store_true", help="leave out the bf16 autocast rows at 64 px")
     parser.add_argument("--compare_with", metavar="DIR", help="another checkout's swin_tiny_hf, timed alongside")
+    parser.add_argument(
+        "--default_malloc",
+        action="store_true",
+        help="leave glibc's malloc as it is; by default freed memory is kept for reuse, as train.py does on CPU "
+        "(swin_tiny_hf/cpu_memory.py): every model in the run gets the same",
+    )
     args = parser.parse_args()
+    kept = False if args.default_malloc else keep_freed_memory()
     compared = other_checkout(args.compare_with) if args.compare_with else None
     torch.manual_seed(0)
     rates = matmul_gflops()
@@ -173,7 +192,8 @@ def main() -> None:
     print(
         "product of 2048^2 matrices: "
         + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items())
-        + f"; '% of matmul' below is of the faster fp32 rate, {machine:.0f} GFLOP/s; torch {torch.__version__}"
+        + f"; '% of matmul' below is of the faster fp32 rate, {machine:.0f} GFLOP/s; torch {torch.__version__}; "
+        + f"malloc: {'freed memory kept for reuse' if kept else 'as the C library sets it'}"
     )
 
     pixels, labels = torch.randn(args.batch_size, 3, 64, 64), torch.randint(0, 200, (args.batch_size,))

@@ -251,4 +251,4 @@ def test_gif_none_and_empty_images_in_training():
     buffer = io.BytesIO()
     frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
     decoded = decode_rgb({"bytes": buffer.getvalue(), "path": None}, "train", 0)
-    assert torch.equal(decoded, torch.from_numpy(np.asarray(frames[0].convert("RGB"))).permute(2, 0, 1))
+    assert torch.equal(decoded, torch.from_numpy(np.array(frames[0].convert("RGB"))).permute(2, 0, 1))

@@ -25,7 +25,9 @@ def onnx_logits(path, pixels):
     "config",
     [
         SwinTinyConfig(),  # the Tiny ImageNet model, 64 px
-        SwinTinyConfig(image_size=224, num_heads=[3, 6, 12, 24], window_size=7, num_labels=1000),  # classic Swin-T
+        # the classic Swin-T's geometry (224 px, window 7; the last stage's 7x7 map one unshifted window), two blocks a
+        # stage: an export's time grows with the blocks, and stage 3's six repeat one W-MSA/SW-MSA pair
+        SwinTinyConfig(image_size=224, depths=[2, 2, 2, 2], num_heads=[3, 6, 12, 24], window_size=7, num_labels=1000),
     ],
     ids=["64px_default", "224px_classic"],
 )
