@@ -27,14 +27,13 @@ import torch
 
 from swin_tiny_hf import SwinTinyConfig, SwinTinyForImageClassification
 from swin_tiny_hf.convert import timm_swin_kwargs
-from swin_tiny_hf.cpu_memory import keep_freed_memory
 from swin_tiny_hf.export_onnx import export_onnx
 
 try:  # run as a script (benchmarks/ on sys.path) or as a module
-    from model_throughput import timm_swin
+    from model_throughput import add_malloc_flag, malloc_as_asked, timm_swin
     from profile_ops import cpu_name
 except ImportError:  # pragma: no cover
-    from benchmarks.model_throughput import timm_swin
+    from benchmarks.model_throughput import add_malloc_flag, malloc_as_asked, timm_swin
     from benchmarks.profile_ops import cpu_name
 
 
@@ -70,14 +69,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--skip_bf16", action="store_true")
-    parser.add_argument(
-        "--default_malloc",
-        action="store_true",
-        help="leave glibc's malloc as it is; by default freed memory is kept for reuse, as train.py does on CPU "
-        "(swin_tiny_hf/cpu_memory.py): every model in the run gets the same",
-    )
+    add_malloc_flag(parser)
     args = parser.parse_args()
-    kept = False if args.default_malloc else keep_freed_memory()
+    kept = malloc_as_asked(args)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     config = SwinTinyConfig()

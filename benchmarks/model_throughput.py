@@ -169,6 +169,20 @@ def timm_swin(fused: bool, **kwargs):
     return model
 
 
+def add_malloc_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--default_malloc",
+        action="store_true",
+        help="leave glibc's malloc as it is; by default freed memory is kept for reuse, as train.py does on CPU "
+        "(swin_tiny_hf/cpu_memory.py): every model in the run gets the same",
+    )
+
+
+def malloc_as_asked(args: argparse.Namespace) -> bool:
+    """Keep freed memory unless --default_malloc; returns whether it is kept."""
+    return False if args.default_malloc else keep_freed_memory()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch_size", type=int, default=64)
@@ -177,14 +191,9 @@ def main() -> None:
     parser.add_argument("--skip_224", action="store_true")
     parser.add_argument("--skip_bf16", action="store_true", help="leave out the bf16 autocast rows at 64 px")
     parser.add_argument("--compare_with", metavar="DIR", help="another checkout's swin_tiny_hf, timed alongside")
-    parser.add_argument(
-        "--default_malloc",
-        action="store_true",
-        help="leave glibc's malloc as it is; by default freed memory is kept for reuse, as train.py does on CPU "
-        "(swin_tiny_hf/cpu_memory.py): every model in the run gets the same",
-    )
+    add_malloc_flag(parser)
     args = parser.parse_args()
-    kept = False if args.default_malloc else keep_freed_memory()
+    kept = malloc_as_asked(args)
     compared = other_checkout(args.compare_with) if args.compare_with else None
     torch.manual_seed(0)
     rates = matmul_gflops()
@@ -233,6 +242,17 @@ def main() -> None:
                 torch.bfloat16,
             ),
         ]
+        if compared:
+            candidates.insert(
+                -1,
+                Candidate(
+                    f"swin_tiny_hf at {args.compare_with} (sdpa, bf16 autocast)",
+                    same_model_from(compared, ours),
+                    pixels,
+                    labels,
+                    torch.bfloat16,
+                ),
+            )
     run(candidates, args.repeats, machine, "64 px, Tiny ImageNet config (27.7M params)")
 
     if not args.skip_224:

@@ -26,12 +26,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from swin_tiny_hf import SwinTinyConfig, SwinTinyForImageClassification
 from swin_tiny_hf.convert import timm_swin_kwargs
-from swin_tiny_hf.cpu_memory import keep_freed_memory
 
 try:  # run as a script (benchmarks/ on sys.path) or as a module
-    from model_throughput import logits_of, matmul_gflops, timm_swin
+    from model_throughput import add_malloc_flag, logits_of, malloc_as_asked, matmul_gflops, timm_swin
 except ImportError:  # pragma: no cover
-    from benchmarks.model_throughput import logits_of, matmul_gflops, timm_swin
+    from benchmarks.model_throughput import add_malloc_flag, logits_of, malloc_as_asked, matmul_gflops, timm_swin
 
 # Operator families: the first pattern that an operator's name contains names its family.
 FAMILIES = (
@@ -142,14 +141,9 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--top", type=int, default=14, help="operators listed per table (families: all)")
-    parser.add_argument(
-        "--default_malloc",
-        action="store_true",
-        help="leave glibc's malloc as it is; by default freed memory is kept for reuse, as train.py does on CPU "
-        "(swin_tiny_hf/cpu_memory.py): every model in the run gets the same",
-    )
+    add_malloc_flag(parser)
     args = parser.parse_args()
-    kept = False if args.default_malloc else keep_freed_memory()
+    kept = malloc_as_asked(args)
     torch.manual_seed(0)
     rates = matmul_gflops()
     ceilings = {"fp32": max(rates["torch.mm (MKL)"], rates["1x1 conv (oneDNN)"]), "bf16": rates["bf16 torch.mm"]}

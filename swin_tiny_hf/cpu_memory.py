@@ -11,8 +11,8 @@ once freed memory is kept (BENCHMARKS.md has the whole model).
 `keep_freed_memory()` tells glibc to keep it: allocations up to 32 MiB (glibc's largest mmap threshold) come from
 the heap and are reused, and the heap is not trimmed below 2 GiB of free top. The cost is that the process's
 resident memory stays at its peak rather than shrinking between steps, which a training or serving process reaches
-anyway. It is process-wide, so it is a choice of the program (train.py and `swin_tiny_hf.predict` make it on CPU
-runs; a library import never does), the same as the environment variables
+anyway. It is process-wide, so it is a choice of the program (train.py makes it on CPU runs; a library import never
+does; a serving process calls it once at its start), the same as the environment variables
 `MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=2147483647` set before Python starts, or preloading
 jemalloc or tcmalloc (what `python -m torch.backends.xeon.run_cpu` does where they are installed).
 """
@@ -29,8 +29,8 @@ TRIM_THRESHOLD = 2**31 - 1  # mallopt takes an int
 
 
 def keep_freed_memory() -> bool:
-    """Set glibc's malloc to keep freed memory for reuse (see the module docstring). Returns whether it took: False,
-    and nothing changed, where the C library is not glibc (macOS, Windows, musl)."""
+    """Set glibc's malloc to keep freed memory for reuse (see the module docstring). Returns whether both settings
+    took: False where the C library is not glibc (macOS, Windows, musl), which changes nothing."""
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -38,4 +38,5 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):  # not glibc
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    took = [mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD), mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)]  # each tried
+    return all(took)

@@ -145,10 +145,13 @@ def eager_window_attention(
         output (B', G, N, d) and the attention weights in `weights_shape`. The output is computed from that
         view of the weights, so they are part of the graph: `retain_grad()` on them gets the gradient.
     """
-    scores = torch.matmul(query, key.transpose(-2, -1)) * query.shape[-1] ** -0.5 + mask  # (B', G, N, N)
+    B, G, N, d = query.shape
+    # 3-D batched products on views: bmm reads the transposed keys in place (a 4-D matmul would copy them)
+    scores = torch.bmm(query.flatten(0, 1), key.flatten(0, 1).transpose(1, 2))  # (B'*G, N, N)
+    scores = scores.view(B, G, N, N) * d**-0.5 + mask  # (B', G, N, N)
     weights = scores.softmax(dim=-1, dtype=torch.float32).to(query.dtype).view(weights_shape)
-    output = torch.matmul(F.dropout(weights.view(scores.shape), p=dropout), value)  # (B', G, N, d)
-    return output, weights
+    output = torch.bmm(F.dropout(weights.view(B * G, N, N), p=dropout), value.flatten(0, 1))  # (B'*G, N, d)
+    return output.view(B, G, N, d), weights
 
 
 def sdpa_is_slower(query: torch.Tensor) -> bool:
@@ -156,9 +159,10 @@ def sdpa_is_slower(query: torch.Tensor) -> bool:
 
     On the CPU in bf16 or fp16 it is, at this model's windows (4-64 tokens, head size 32-48): PyTorch's CPU flash
     kernel and its math fallback (taken when the mask needs a gradient, as in training, where it is the learned
-    bias) convert the inputs to fp32 first. Measured on a Zen 4 CPU (AVX512-BF16), bf16, per block: 3-4x slower
-    forward and 1.2-4x slower forward and backward than `eager_window_attention`, and a fifth of a bf16 training
-    step (benchmarks/profile_ops.py). In fp32, and on GPUs, SDPA stays.
+    bias) convert the inputs to fp32 first. Measured on an AMD Zen 5 CPU (AVX512-BF16), bf16, per block: 3-4x
+    slower forward and 1.2-4x slower forward and backward than `eager_window_attention`; taking the products made
+    the whole model 9-14% faster under bf16 autocast (BENCHMARKS.md). fp16 takes the same path (the same kernels
+    convert it the same way). In fp32, and on GPUs, SDPA stays.
     """
     return query.device.type == "cpu" and query.dtype in (torch.bfloat16, torch.float16)
 

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from swin_tiny_hf import SwinTinyConfig, SwinTinyForImageClassification, save_model_and_processor
+from swin_tiny_hf.export_onnx import main as export_main
 from swin_tiny_hf.export_onnx import onnx_max_difference
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,11 +49,16 @@ def test_python_examples_run(tmp_path, monkeypatch):
     # test_trainer.py runs the Trainer example, on a local dataset in the Hub's layout
     assert [s for s, _ in python] == [
         "## Using the model",
+        "## Export to ONNX",
         "## Backbone for detection and segmentation",
         "## LoRA with 🤗 PEFT",
     ]
     for section, code in python:
         namespace = {}
+        if section == "## Export to ONNX":  # the serving example reads the file that the section's command writes
+            command = "python -m swin_tiny_hf.export_onnx --model my-swin --output my-swin/model.onnx"
+            assert command in readme_commands()
+            export_main(command.split()[3:])
         exec(compile(code, f"README.md {section}", "exec"), namespace)
     assert namespace["merged"].__class__.__name__ == "SwinTinyForImageClassification"
     assert (tmp_path / "my-swin" / "model.safetensors").is_file()

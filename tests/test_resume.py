@@ -161,3 +161,42 @@ def test_a_checkpoint_written_before_the_run_state_was_typed_resumes(run_objects
     assert (state.completed_steps, state.batches_into_epoch, state.samples_into_epoch) == (6, 4, 16)
     assert state.samples_seen == 6 * 2 * 4 and state.run_id
     assert json.loads((checkpoint / "training_state.json").read_text())["checkpoint_sequence"] == 1
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        ({"completed_steps": 1.0}, "expected completed_steps a whole number >= 0, got 1.0"),
+        ({"batches_into_epoch": None}, "it has no 'batches_into_epoch'"),
+        ("{not json", "Expecting property name"),
+    ],
+    ids=["a float step", "a missing key", "broken JSON"],
+)
+def test_a_run_state_that_cannot_be_resumed_from_is_refused_naming_the_file_before_loading(
+    run_objects, tmp_path, edit, expected
+):
+    accelerator, model, optimizer, scheduler = run_objects
+    checkpoint = write_checkpoint(accelerator, model, tmp_path, RunState(**POSITION).to_json(), ARGS)
+    state_file = checkpoint / "training_state.json"
+    if isinstance(edit, str):
+        state_file.write_text(edit)
+    else:
+        values = {**json.loads(state_file.read_text()), **edit}
+        state_file.write_text(json.dumps({k: v for k, v in values.items() if v is not None}))
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    before = model.weight.detach().clone()
+    with pytest.raises(ResumeRefused, match=rf"{state_file} cannot be resumed from: .*{expected}"):
+        initial_state(accelerator, checkpoint, ARGS, False, optimizer, scheduler, SETTINGS, 8)
+    assert torch.equal(model.weight, before)  # refused before any weight was loaded
+
+
+def test_keys_a_newer_version_wrote_are_named_once_with_the_file_and_kept(run_objects, tmp_path, caplog):
+    accelerator, model, optimizer, scheduler = run_objects
+    checkpoint = write_checkpoint(accelerator, model, tmp_path, {**RunState(**POSITION).to_json(), "ema": 0.9}, ARGS)
+    with caplog.at_level("WARNING", logger="train"):
+        state = initial_state(accelerator, checkpoint, ARGS, False, optimizer, scheduler, SETTINGS, 8)
+    assert state.unknown == {"ema": 0.9} and state.to_json()["ema"] == 0.9
+    [warning] = [r.getMessage() for r in caplog.records if "does not know" in r.getMessage()]
+    expected = "holds keys this version of swin_tiny_hf does not know, kept as they are: ema"
+    assert warning == f"{checkpoint / 'training_state.json'} {expected}"

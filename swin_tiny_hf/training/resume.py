@@ -20,7 +20,7 @@ from pathlib import Path
 from accelerate import Accelerator
 from accelerate.utils.constants import SCALER_NAME
 
-from swin_tiny_hf.training.checkpointing import ARGS_FILE, load_training_state
+from swin_tiny_hf.training.checkpointing import ARGS_FILE, STATE_FILE, load_training_state
 from swin_tiny_hf.training.flags import free_on_resume, get_args_parser
 from swin_tiny_hf.training.optimization import OptimizerSettings, apply_optimizer_settings
 from swin_tiny_hf.training.resume_position import (
@@ -110,18 +110,30 @@ def initial_state(
     changes = changed_settings(recorded, current_args)
     if changes and not accept_changes:
         raise ResumeRefused(refusal(checkpoint, changes))
-    load_run_state(accelerator, checkpoint)
-    restart_accumulation(accelerator)
-    saved = load_training_state(checkpoint)
     per_device = current_args["per_device_train_batch_size"]
     processes, accumulation = accelerator.num_processes, current_args["gradient_accumulation_steps"]
     recorded_micro_batch = recorded.get("per_device_train_batch_size", per_device) * recorded.get(
         "num_processes", processes
     )
-    position = recorded_position(
-        saved, recorded_micro_batch, recorded.get("gradient_accumulation_steps", accumulation)
-    )
-    state = RunState.from_json({**saved, "run_id": None})  # a new run: its own id
+    # The run state is read before any weight is loaded: a file that cannot be resumed from stops the run cleanly.
+    try:
+        saved = load_training_state(checkpoint)
+        state = RunState.from_json({**saved, "run_id": None})  # a new run: its own id
+        position = recorded_position(
+            saved, recorded_micro_batch, recorded.get("gradient_accumulation_steps", accumulation)
+        )
+    except KeyError as error:
+        raise ResumeRefused(f"{checkpoint / STATE_FILE} cannot be resumed from: it has no {error.args[0]!r}") from None
+    except (OSError, ValueError, TypeError) as error:
+        raise ResumeRefused(f"{checkpoint / STATE_FILE} cannot be resumed from: {error}") from None
+    if state.unknown and accelerator.is_main_process:
+        logger.warning(
+            "%s holds keys this version of swin_tiny_hf does not know, kept as they are: %s",
+            checkpoint / STATE_FILE,
+            ", ".join(sorted(state.unknown)),
+        )
+    load_run_state(accelerator, checkpoint)
+    restart_accumulation(accelerator)
     logger.info(
         "resumed from %s at step %d (epoch %d, batch %d, %d training samples)",
         checkpoint,

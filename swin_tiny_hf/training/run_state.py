@@ -9,11 +9,8 @@ version adds are kept and written back, not dropped.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import uuid
 from dataclasses import dataclass, field
-
-logger = logging.getLogger(__name__)
 
 # Written into training_state.json by the checkpoint writer (checkpointing.save_checkpoint), not run state.
 WRITER_KEYS = frozenset({"checkpoint_sequence"})
@@ -64,9 +61,7 @@ class RunState:
             raise ValueError(f"training_state.json: expected a JSON object, got {type(values).__name__}")
         known = {f.name: f for f in dataclasses.fields(cls) if f.name != "unknown"}
         given = {key: value for key, value in values.items() if key in known}
-        unknown = {k: v for k, v in values.items() if k not in known and k not in WRITER_KEYS}
-        if unknown:
-            logger.warning("training_state.json holds keys this version does not know, kept as they are: %s", unknown)
+        unknown = {k: v for k, v in values.items() if k not in known and k not in WRITER_KEYS}  # a resume names them
         for key in ("completed_steps", "epoch", "batches_into_epoch", "samples_into_epoch", "samples_seen"):
             if key in given and (not isinstance(given[key], int) or isinstance(given[key], bool) or given[key] < 0):
                 raise ValueError(f"training_state.json: expected {key} a whole number >= 0, got {given[key]!r}")
