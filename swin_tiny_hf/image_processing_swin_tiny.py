@@ -101,7 +101,7 @@ def rgb_uint8_array(image: PIL.Image.Image) -> np.ndarray:
         return np.repeat(gray[..., None], 3, axis=-1)
     if image.mode == "F":
         return np.repeat(_float_to_uint8(np.asarray(image))[..., None], 3, axis=-1)
-    return np.asarray(image.convert("RGB"))
+    return np.array(image.convert("RGB"))  # writable: PIL's buffer is read-only, and tensors are made from it
 
 
 def _float_range(values: np.ndarray) -> tuple[float, float]:
