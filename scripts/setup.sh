@@ -23,11 +23,9 @@ if [ ! -f "$stamp" ]; then
     # torch and torchvision first, as a matching pair: torchvision's compiled ops only load beside
     # the torch they were built for (a mismatched pair fails with "operator torchvision::nms does not exist").
     echo "setup: installing torch 2.14.1 and torchvision 0.29.1 (a few minutes the first time)"
-    # --no-compile: Python writes the bytecode of the modules a program imports when it first imports them, not of
-    # every module of torch and its dependencies at install (most are never imported here)
-    run .venv/bin/python -m pip install --no-compile "torch==2.14.1" "torchvision==0.29.1"
+    run .venv/bin/python -m pip install "torch==2.14.1" "torchvision==0.29.1"
     echo "setup: installing swin_tiny_hf and its test tools (pip install -e '.[test]')"
-    run .venv/bin/python -m pip install --no-compile -e ".[test]"
+    run .venv/bin/python -m pip install -e ".[test]"
     rm -f .venv/.installed-*
     touch "$stamp"
     echo "setup: installed in ${SECONDS} s (pip's log: $log)"
