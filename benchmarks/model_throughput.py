@@ -77,8 +77,7 @@ class Candidate:
         self.name, self.model, self.pixels, self.labels = name, model, pixels, labels
         self.autocast = dict(device_type="cpu", dtype=autocast_dtype, enabled=autocast_dtype is not None)
         self.optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        self.best = {"inference": float("inf"), "train": float("inf")}
-        self.times = {"inference": [], "train": []}  # every round's, for the spread
+        self.times = {"inference": [], "train": []}  # every round's seconds
         self.parameters = sum(p.numel() for p in model.parameters())
         self.flops = {"inference": flops(model.eval(), pixels, False), "train": flops(model.train(), pixels, True)}
 
@@ -96,10 +95,14 @@ class Candidate:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
+    @property
+    def best(self) -> dict[str, float]:
+        """The fastest round's seconds, per mode."""
+        return {mode: min(times) for mode, times in self.times.items()}
+
     def measure(self):
         for mode, function in (("inference", self.inference), ("train", self.train_step)):
             self.times[mode].append(_timed(function))
-            self.best[mode] = min(self.times[mode])
 
 
 def spread(times: list[float], batch: int) -> str:
@@ -178,9 +181,10 @@ def add_malloc_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def malloc_as_asked(args: argparse.Namespace) -> bool:
-    """Keep freed memory unless --default_malloc; returns whether it is kept."""
-    return False if args.default_malloc else keep_freed_memory()
+def malloc_as_asked(args: argparse.Namespace) -> str:
+    """Keep freed memory unless --default_malloc; returns what the run's malloc does, for the printed header."""
+    kept = False if args.default_malloc else keep_freed_memory()
+    return "freed memory kept for reuse" if kept else "as the C library sets it"
 
 
 def main() -> None:
@@ -193,7 +197,7 @@ def main() -> None:
     parser.add_argument("--compare_with", metavar="DIR", help="another checkout's swin_tiny_hf, timed alongside")
     add_malloc_flag(parser)
     args = parser.parse_args()
-    kept = malloc_as_asked(args)
+    malloc = malloc_as_asked(args)
     compared = other_checkout(args.compare_with) if args.compare_with else None
     torch.manual_seed(0)
     rates = matmul_gflops()
@@ -202,7 +206,7 @@ def main() -> None:
         "product of 2048^2 matrices: "
         + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in rates.items())
         + f"; '% of matmul' below is of the faster fp32 rate, {machine:.0f} GFLOP/s; torch {torch.__version__}; "
-        + f"malloc: {'freed memory kept for reuse' if kept else 'as the C library sets it'}"
+        + f"malloc: {malloc}"
     )
 
     pixels, labels = torch.randn(args.batch_size, 3, 64, 64), torch.randint(0, 200, (args.batch_size,))

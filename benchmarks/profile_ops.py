@@ -143,11 +143,10 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=14, help="operators listed per table (families: all)")
     add_malloc_flag(parser)
     args = parser.parse_args()
-    kept = malloc_as_asked(args)
+    malloc = malloc_as_asked(args)
     torch.manual_seed(0)
     rates = matmul_gflops()
     ceilings = {"fp32": max(rates["torch.mm (MKL)"], rates["1x1 conv (oneDNN)"]), "bf16": rates["bf16 torch.mm"]}
-    malloc = "freed memory kept for reuse" if kept else "as the C library sets it"
     print(f"CPU: {cpu_name()}; torch {torch.__version__}; malloc: {malloc}")
     print("ceilings (2048^3 product): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in ceilings.items()))
     config = SwinTinyConfig()
