@@ -2,6 +2,7 @@
 
 import io
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -197,6 +198,9 @@ def test_decode_rgb_is_pils_rgb_conversion(mode, format, torchcodec, monkeypatch
     encoded = _encoded(image, format)
     with Image.open(io.BytesIO(encoded["bytes"])) as reopened:
         expected = torch.from_numpy(np.array(reopened.convert("RGB"))).permute(2, 0, 1)
-    decoded = decode_rgb(encoded, "train", 3)
+    with warnings.catch_warnings():  # torch warns when a tensor is made over a read-only buffer (PIL's array)
+        warnings.simplefilter("error")
+        decoded = decode_rgb(encoded, "train", 3)
     assert decoded.dtype == torch.uint8 and decoded.shape == (3, 12, 10)
     torch.testing.assert_close(decoded, expected, rtol=0, atol=0)
+    decoded[0, 0, 0] = 7  # the tensor owns writable memory: augmentations that work in place may write to it
