@@ -2,7 +2,9 @@
 
 A forward at batch 64 makes tensors of up to 25 MB (the MLP's hidden map in the first stage), and a training step
 frees and makes them again on every call. glibc's malloc serves such sizes with fresh `mmap`s and gives them back
-with `munmap` when freed (above its mmap threshold), and trims the heap's free top back to the system. Either way the
+with `munmap` when freed (above its mmap threshold), and trims the heap's free top back to the system. (It lifts its
+threshold after the first large free, but whether the heap then keeps the pages depends on where it lies: in fresh
+processes here, two in three still faulted every round.) Either way the
 next tensor of that size lands on pages the kernel must fault in and zero, one 4 KiB page at a time: on the VMs this
 project measures on, that costs more than the arithmetic on the tensor. Profiled on a 2-core AMD EPYC (Zen 5) at
 the first stage's MLP shape: the 1x1 convolution 12.1 -> 5.9 ms and the GELU after it 7.1 -> 2.4 ms per call
