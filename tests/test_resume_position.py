@@ -16,6 +16,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
+from swin_tiny_hf.training.loop import sums_dtype
 from swin_tiny_hf.training.resume_position import (
     EpochLayout,
     Position,
@@ -197,3 +198,27 @@ def test_without_the_restart_the_restored_counter_closes_the_first_step_early():
     """Accumulation 2 -> 4 at micro-batch 6 (accelerate's counter 6): the first step closed at 8, after 2."""
     assert accelerate_step_sizes(20, 4, 6, 6, restart=False)[0] == 2
     assert accelerate_step_sizes(20, 4, 6, 6, restart=True)[0] == 4
+
+
+@FAST
+@given(
+    losses=st.lists(st.floats(2.0**-13, 20.0, width=32), min_size=2, max_size=400),
+    batch=st.integers(1, 1024),
+    data=st.data(),
+)
+def test_the_running_sums_of_an_epoch_are_the_same_however_processes_and_a_resume_group_them(losses, batch, data):
+    """The loop's running loss sum (float32 loss x batch size per micro-batch, summed in `sums_dtype`): two
+    processes, a checkpoint at any micro-batch that stores the reduced sums, the main process resuming from them and
+    the other from zero, gives the uninterrupted run's sum exactly (float32 sums did not)."""
+    dtype = sums_dtype(torch.device("cpu"))
+    terms = torch.tensor(losses, dtype=torch.float32) * batch  # (N,), as the loop computes them
+    ranks = [terms[0::2], terms[1::2]]  # each process's micro-batches
+
+    def total(parts):
+        return sum(p.to(dtype).sum(dtype=dtype) if len(p) else torch.zeros((), dtype=dtype) for p in parts)
+
+    uninterrupted = total(ranks)
+    cut = data.draw(st.integers(0, len(ranks[1])), label="micro-batches per process before the checkpoint")
+    saved = total([r[:cut] for r in ranks]).item()  # reduced over processes, into training_state.json
+    resumed = torch.tensor(saved, dtype=dtype) + total([ranks[0][cut:]]) + total([ranks[1][cut:]])
+    assert resumed.item() == uninterrupted.item()

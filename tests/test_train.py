@@ -175,22 +175,31 @@ def test_eval_only_reproduces_the_final_validation_scores(uninterrupted, tmp_pat
     assert results["eval_loss"] == pytest.approx(final["eval_loss"], rel=1e-5)
 
 
-def test_two_cpu_processes_count_every_validation_sample_once(tmp_path):
+# Two CPU processes, one run shared by the tests below (each launch costs two interpreters' imports): 96 digits in
+# batches of 8 per process (6 steps an epoch), 37 validation samples (accelerate pads the last batches), fp32 for
+# comparisons to 1e-5, a preemption check at every step.
+TWO_PROCESS_FLAGS = [
+    *"--dataset_name digits --max_train_samples 96 --max_eval_samples 37 --per_device_train_batch_size 8".split(),
+    *"--per_device_eval_batch_size 8 --num_train_epochs 2 --warmup_epochs 0.5 --dataloader_num_workers 0".split(),
+    *"--lr_base 1e-2 --mixed_precision no --seed 3 --logging_steps 3 --preemption_check_steps 1".split(),
+    *TINY_MODEL,
+]
+TWO = dict(launcher=TWO_PROCESSES, env=TWO_CPU_PROCESSES_ENV)
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory):
+    """The uninterrupted two-process run of TWO_PROCESS_FLAGS: its output folder (read only by the tests)."""
+    folder = tmp_path_factory.mktemp("two_processes") / "whole"
+    train_subprocess(*TWO_PROCESS_FLAGS, "--output_dir", folder, **TWO)
+    return folder
+
+
+def test_two_cpu_processes_count_every_validation_sample_once(two_process_run, tmp_path):
     """37 samples over 2 processes in batches of 8: accelerate pads the last batches, gather_for_metrics drops them.
     The two processes' scores are those of the saved model scored by one process; a model whose trunk did not
     load (initialised afresh) scores another loss, far outside the tolerance."""
-    ddp = tmp_path / "ddp"
-    train_subprocess(
-        *"--dataset_name digits --max_train_samples 64 --max_eval_samples 37 --per_device_train_batch_size 8".split(),
-        *"--per_device_eval_batch_size 8 --num_train_epochs 1 --warmup_epochs 0 --dataloader_num_workers 0".split(),
-        # 4 steps at 2.5e-3: the weights move well away from their initial ones; fp32, for a comparison to 1e-5
-        *"--lr_base 1e-2 --mixed_precision no".split(),
-        *TINY_MODEL,
-        "--output_dir",
-        ddp,
-        launcher=TWO_PROCESSES,
-        env=TWO_CPU_PROCESSES_ENV,
-    )
+    ddp = two_process_run
     results = json.loads((ddp / "all_results.json").read_text())
     assert results["eval_samples"] == 37
     # the learning rate follows the global batch: 8 per device x 2 processes = 16, so 1e-2 x 16 / 64
@@ -399,17 +408,9 @@ def test_sigterm_in_evaluation_checkpoints_the_trained_epoch_and_resumes_exactly
     assert history_without_timing(tmp_path / "run") == history_without_timing(uninterrupted)
 
 
-def test_a_signal_to_one_of_two_processes_stops_both_at_the_same_step(tmp_path):
+def test_a_signal_to_one_of_two_processes_stops_both_at_the_same_step(two_process_run, tmp_path):
     """SIGUSR1 to rank 1 only, at its step 3: both processes agree (one step later: the agreement is an all-reduce
     started at one step and read at the next), write step_4, and stop; the resume is exact."""
-    flags = [
-        *"--dataset_name digits --max_train_samples 96 --max_eval_samples 16 --per_device_train_batch_size 8".split(),
-        *"--num_train_epochs 2 --warmup_epochs 0.5 --learning_rate 1e-3 --dataloader_num_workers 0 --seed 3".split(),
-        *"--logging_steps 3 --preemption_check_steps 1".split(),
-        *TINY_MODEL,
-    ]
-    two = dict(launcher=TWO_PROCESSES, env=TWO_CPU_PROCESSES_ENV)
-    train_subprocess(*flags, "--output_dir", tmp_path / "whole", **two)
     patch = (
         "from swin_tiny_hf.training import loop\n"
         "log = loop.TrainingLoop.log_progress\n"  # every --logging_steps steps
@@ -419,13 +420,13 @@ def test_a_signal_to_one_of_two_processes_stops_both_at_the_same_step(tmp_path):
         "    return log(*args, **kwargs)\n"
         "loop.TrainingLoop.log_progress = log_then_signal\n"
     )
-    result = drive(tmp_path, patch, *flags, "--output_dir", tmp_path / "run", **two)
+    result = drive(tmp_path, patch, *TWO_PROCESS_FLAGS, "--output_dir", tmp_path / "run", **TWO)
     assert result.returncode != 0 and "SIGUSR1 received" in result.stderr, result.stderr[-3000:]
     assert checkpoints(tmp_path / "run") == ["step_4"]
     assert len(list((tmp_path / "run" / "step_4").glob("random_states_*.pkl"))) == 2  # both processes' RNG
-    train_subprocess(*flags, "--output_dir", tmp_path / "run", "--resume_from_checkpoint", "latest", **two)
-    assert_same_weights(tmp_path / "whole", tmp_path / "run")
-    assert history_without_timing(tmp_path / "whole") == history_without_timing(tmp_path / "run")
+    train_subprocess(*TWO_PROCESS_FLAGS, "--output_dir", tmp_path / "run", "--resume_from_checkpoint", "latest", **TWO)
+    assert_same_weights(two_process_run, tmp_path / "run")
+    assert history_without_timing(two_process_run) == history_without_timing(tmp_path / "run")
 
 
 def test_one_run_per_folder_and_a_killed_run_leaves_it_unlocked(tmp_path):

@@ -85,6 +85,11 @@ def format_row(row: dict) -> str:
     return ", ".join(parts)
 
 
+def sums_dtype(device: torch.device) -> torch.dtype:
+    """The dtype of the epoch's running sums: float64, except on Apple's MPS, which has none (float32 there)."""
+    return torch.float32 if device.type == "mps" else torch.float64
+
+
 @dataclass
 class TrainingLoop:
     """What every step uses: the prepared model, optimizer and scheduler, the accelerator, the loop's flags, the
@@ -107,9 +112,12 @@ class TrainingLoop:
         self.model.train()
         # Running sums of (loss * samples, correct, samples). A checkpoint stores them reduced over processes;
         # after a resume the main process starts from them, the others from zero, so the epoch-end reduction
-        # gives the uninterrupted run's numbers.
+        # gives the uninterrupted run's numbers: the sums are float64, in which adding float32 terms is exact
+        # whatever the grouping (float32 sums rounded differently when two processes' sums met mid-epoch, and
+        # counted samples exactly only up to 2**24).
         start_sums = state.epoch_sums if accelerator.is_main_process else None
-        sums = torch.tensor(start_sums or [0.0, 0.0, 0.0], dtype=torch.float32, device=accelerator.device)  # (3,)
+        device = accelerator.device
+        sums = torch.tensor(start_sums or [0.0, 0.0, 0.0], dtype=sums_dtype(device), device=device)  # (3,)
         skipped = SkippedImages(state.epoch_skipped if accelerator.is_main_process else None)
         # every micro-batch is full (drop_last): its samples across processes, counted on the host (resume_position)
         samples_per_micro_batch = settings.per_device_train_batch_size * accelerator.num_processes
@@ -151,7 +159,7 @@ class TrainingLoop:
                     torch.full((), float(labels.shape[0]), device=sums.device),  # a fill, not a host-to-device copy
                 ]
             )  # (3,)
-            sums += torch.where(finite, batch_sums, 0.0)  # a skipped micro-batch counts nowhere
+            sums += torch.where(finite, batch_sums, 0.0).to(sums.dtype)  # a skipped micro-batch counts nowhere
             state.batches_into_epoch += 1
             state.samples_into_epoch += samples_per_micro_batch
             state.samples_seen += samples_per_micro_batch
