@@ -43,7 +43,7 @@ def evaluate_model(
         losses = F.cross_entropy(logits.float(), batch["labels"], reduction="none")  # (B,)
         top_k = logits.topk(k, dim=-1).indices  # (B, k)
         top_k, labels, losses = accelerator.gather_for_metrics((top_k, batch["labels"], losses))
-        total_loss += losses.sum().item()
+        total_loss += losses.cpu().double().sum().item()  # exact whatever the batches and processes group together
         total += labels.numel()
         if metric is not None:
             metric.add_batch(predictions=top_k.tolist(), references=labels.tolist())
