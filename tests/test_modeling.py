@@ -1,8 +1,11 @@
+import warnings
+
 import pytest
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 
 from swin_tiny_hf import SwinTinyConfig, SwinTinyForImageClassification, SwinTinyModel
+from swin_tiny_hf import modeling_swin_tiny as modeling
 from swin_tiny_hf.modeling_swin_tiny import ChannelsLastLinear, SwinBlock
 
 from conftest import perturbed, tiny_config
@@ -343,3 +346,80 @@ def test_hidden_states_and_attentions_are_the_tensors_the_computation_uses(confi
     head = model.classifier(model.swin.norm(tokens).mean(dim=1))[:, 1].sum()
     (expected,) = torch.autograd.grad(head, tokens)
     torch.testing.assert_close(out.hidden_states[-1].grad, expected)
+
+
+onednn = pytest.mark.skipif(
+    not modeling.onednn_linear_available(), reason="this PyTorch has no oneDNN fused linear (not an x86 build)"
+)
+
+
+def count_onednn_linears(monkeypatch) -> list[str]:
+    """The activation of every oneDNN fused linear the model runs from now on ("none" or "gelu")."""
+    calls = []
+    run = modeling.onednn_linear
+
+    def counted(x, linear, dtype, activation="none"):
+        calls.append(activation)
+        return run(x, linear, dtype, activation)
+
+    monkeypatch.setattr(modeling, "onednn_linear", counted)
+    return calls
+
+
+@onednn
+@pytest.mark.parametrize("precision", ["fp32", "bf16 autocast", "bf16 weights"])
+def test_cpu_inference_runs_the_linears_on_onednn_with_gelu_fused_and_the_same_logits(
+    config, pixel_values, monkeypatch, precision
+):
+    """Under no_grad on the CPU every map linear runs as oneDNN's fused linear, fc1 with its GELU: 4 a block
+    (qkv, proj, fc1 + GELU, fc2) and one a patch merging. The logits are those of PyTorch's own path (the same model
+    with gradients on), to fp32's rounding in fp32; in bf16 as far from fp32's as PyTorch's own bf16 path is."""
+    model = perturbed(SwinTinyForImageClassification(config))
+    reference = model(pixel_values).logits.detach()  # fp32, gradients on: PyTorch's path
+    if precision == "bf16 weights":
+        model, pixel_values = model.to(torch.bfloat16), pixel_values.to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16 autocast"):
+        plain = model(pixel_values).logits.detach().float()
+        calls = count_onednn_linears(monkeypatch)
+        with torch.no_grad():
+            fused = model(pixel_values).logits.float()
+    blocks, merges = sum(config.depths), len(config.depths) - 1
+    assert calls.count("gelu") == blocks and calls.count("none") == 3 * blocks + merges
+    if precision == "fp32":
+        torch.testing.assert_close(fused, reference, atol=1e-5, rtol=1e-5)
+    else:
+        plain_error = (plain - reference).abs().max().item()
+        assert 0 < (fused - reference).abs().max().item() <= 1.5 * plain_error + 1e-3
+
+
+@onednn
+def test_the_fused_path_is_never_taken_where_a_gradient_hook_or_adapter_needs_pytorchs(
+    config, pixel_values, monkeypatch
+):
+    """Gradients to compute (training, or a frozen model with one trainable bias), oneDNN switched off, a graph
+    traced: PyTorch's path. A forward hook on fc1 still sees fc1's own output (GELU not fused into it); a frozen
+    model under no gradients takes oneDNN."""
+    model = perturbed(SwinTinyForImageClassification(config))
+    calls = count_onednn_linears(monkeypatch)
+    model(pixel_values).logits.sum().backward()  # gradients on, parameters need them
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    fc1 = model.swin.stages[0].blocks[0].mlp.fc1
+    fc1.bias.requires_grad_(True)  # BitFit-style: one trainable bias
+    model(pixel_values).logits.sum().backward()
+    # oneDNN up to fc1 (its block's qkv and proj); from fc1 on every activation needs a gradient
+    assert fc1.bias.grad is not None and calls == ["none", "none"]
+    calls.clear()
+    with warnings.catch_warnings():  # torch's own notes on its flags (TF32 on Intel GPUs) and on jit's deprecation
+        warnings.simplefilter("ignore")
+        with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False):
+            model(pixel_values)
+        with torch.no_grad():
+            torch.jit.trace(model.swin.stages[0].blocks[0].mlp, torch.randn(1, 16, 16, 16), check_trace=False)
+    assert calls == []
+    seen = []
+    fc1.register_forward_hook(lambda module, args, output: seen.append(output))
+    with torch.no_grad():
+        model(pixel_values)
+    assert len(seen) == 1 and seen[0].min() < -0.2  # before GELU (whose minimum is -0.17)
+    assert calls.count("gelu") == sum(config.depths) - 1

@@ -45,6 +45,10 @@ def test_lora_trains_saves_loads_and_merges(tmp_path, pixel_values):
     model.eval()
     with torch.no_grad():
         expected = model(pixel_values=pixel_values).logits
+    # under no_grad the base linears run on oneDNN and an adapter's fc1 keeps its GELU apart (the wrapper's forward
+    # runs): the same logits as with gradients on, where PyTorch's own path runs
+    with_gradients = model(pixel_values=pixel_values).logits.detach()
+    torch.testing.assert_close(expected, with_gradients, rtol=0, atol=1e-5)
     model.save_pretrained(tmp_path / "adapter")
     saved = {p.name for p in (tmp_path / "adapter").iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors"} <= saved
