@@ -28,9 +28,23 @@ from swin_tiny_hf import SwinTinyConfig, SwinTinyForImageClassification
 from swin_tiny_hf.convert import timm_swin_kwargs
 
 try:  # run as a script (benchmarks/ on sys.path) or as a module
-    from model_throughput import add_malloc_flag, logits_of, malloc_as_asked, matmul_gflops, timm_swin
+    from model_throughput import (
+        add_malloc_flag,
+        logits_of,
+        malloc_as_asked,
+        matmul_gflops,
+        pytorch_ops_only,
+        timm_swin,
+    )
 except ImportError:  # pragma: no cover
-    from benchmarks.model_throughput import add_malloc_flag, logits_of, malloc_as_asked, matmul_gflops, timm_swin
+    from benchmarks.model_throughput import (
+        add_malloc_flag,
+        logits_of,
+        malloc_as_asked,
+        matmul_gflops,
+        pytorch_ops_only,
+        timm_swin,
+    )
 
 # Operator families: the first pattern that an operator's name contains names its family.
 FAMILIES = (
@@ -70,7 +84,7 @@ def iteration(model, pixels, labels, optimizer, train: bool, dtype):
 def profile_one(model, pixels, labels, train: bool, dtype, steps: int):
     """{operator: (self seconds, calls, flops)} per iteration, and the iteration's total self seconds."""
     model.train(train)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as train.py's
     for _ in range(2):  # warm-up: oneDNN primitives and autocast caches are built on the first calls
         iteration(model, pixels, labels, optimizer, train, dtype)
     with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
@@ -88,7 +102,7 @@ def flops_by_family(model, pixels, labels, train: bool, dtype) -> dict[str, floa
     """FLOPs of one iteration per family, from torch's FlopCounterMode, which also counts the backward's products
     (the profiler counts forward ones only)."""
     model.train(train)
-    with FlopCounterMode(display=False) as counter:
+    with FlopCounterMode(display=False) as counter, pytorch_ops_only():  # it misses oneDNN's fused linear
         iteration(model, pixels, labels, torch.optim.SGD(model.parameters(), lr=0.0), train, dtype)
     families = defaultdict(float)
     for op, flops in counter.get_flop_counts()["Global"].items():

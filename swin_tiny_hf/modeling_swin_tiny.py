@@ -34,6 +34,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd import forward_ad
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
@@ -97,24 +98,29 @@ def onednn_linear_available() -> bool:
 def onednn_inference_dtype(x: torch.Tensor, linear: nn.Linear) -> torch.dtype | None:
     """The dtype in which `linear` runs on `x` through oneDNN's fused linear, or None for PyTorch's own path.
 
-    Only for inference on the CPU: that op has no backward, so any gradient to compute (grad mode on and the input
-    or a parameter needing one) keeps PyTorch's path, as do graphs being compiled, exported or traced (they keep
-    portable ops), oneDNN switched off (`torch.backends.mkldnn.enabled`), fp16, and mixed dtypes. Under bf16 autocast
-    it is bf16, the dtype autocast would give the product.
+    Only for inference on the CPU, on weights in memory: that op has no derivative, so any gradient to compute
+    (grad mode on and the input or a parameter needing one, forward-mode AD, a `torch.func` transform) keeps
+    PyTorch's path, as do graphs being compiled, exported or traced (they keep portable ops), oneDNN switched off
+    (`torch.backends.mkldnn.enabled`), fp16, float64, mixed dtypes, and weights elsewhere than the CPU (on the meta
+    device while offloaded). Under bf16 autocast it is bf16, what autocast makes of fp32 and bf16 operands.
     """
     if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing():
         return None  # first: a compiler reads none of what follows
     if x.device.type != "cpu" or not onednn_linear_available() or not torch.backends.mkldnn.enabled:
         return None
     parameters = (linear.weight,) if linear.bias is None else (linear.weight, linear.bias)
+    if any(p.device.type != "cpu" for p in parameters):
+        return None
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in parameters)):
         return None
+    if forward_ad._current_level >= 0 or torch._C._functorch.maybe_current_level() is not None:
+        return None  # forward-mode AD (a dual level) or a torch.func transform (jvp, vmap, grad) is active
+    dtypes = {x.dtype, *(p.dtype for p in parameters)}
     if torch.is_autocast_enabled("cpu"):
         autocast = torch.get_autocast_dtype("cpu")
-        return autocast if autocast == torch.bfloat16 else None
-    if x.dtype in (torch.float32, torch.bfloat16) and all(p.dtype == x.dtype for p in parameters):
-        return x.dtype
-    return None
+        fits = autocast == torch.bfloat16 and dtypes <= {torch.float32, torch.bfloat16}
+        return autocast if fits else None
+    return x.dtype if len(dtypes) == 1 and x.dtype in (torch.float32, torch.bfloat16) else None
 
 
 def onednn_linear(x: torch.Tensor, linear: nn.Linear, dtype: torch.dtype, activation: str = "none") -> torch.Tensor:
@@ -125,12 +131,15 @@ def onednn_linear(x: torch.Tensor, linear: nn.Linear, dtype: torch.dtype, activa
 
 
 def runs_its_own_forward(module: nn.Module) -> bool:
-    """Whether calling `module` would run nothing but its own class's forward: no forward hooks on it or on every
-    module, and not replaced or wrapped (PEFT's adapters replace the linear with a wrapper of it). Only then may
-    its caller fuse the next operation into it."""
+    """Whether calling `module` would run nothing but `ChannelsLastLinear.forward`: the module is one, unwrapped
+    (PEFT's adapters replace it with a wrapper), its `forward` not replaced on the instance (accelerate's hooks, for
+    offloading or device maps, do that), and no forward hooks on it or on every module. Only then may its caller
+    fuse the next operation into it."""
+    if type(module) is not ChannelsLastLinear or "forward" in vars(module):
+        return False
     hooks = module._forward_hooks or module._forward_pre_hooks
     global_hooks = nn.modules.module._global_forward_hooks or nn.modules.module._global_forward_pre_hooks
-    return type(module) is ChannelsLastLinear and not hooks and not global_hooks
+    return not hooks and not global_hooks
 
 
 class ChannelsLastLinear(nn.Linear):
@@ -323,7 +332,7 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (dtype := onednn_inference_dtype(x, self.fc1)) is not None and runs_its_own_forward(self.fc1):
+        if runs_its_own_forward(self.fc1) and (dtype := onednn_inference_dtype(x, self.fc1)) is not None:
             hidden = onednn_linear(x, self.fc1, dtype, "gelu")  # inference on the CPU: GELU in the product's kernel
         else:
             hidden = F.gelu(self.fc1(x))

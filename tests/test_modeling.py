@@ -423,3 +423,39 @@ def test_the_fused_path_is_never_taken_where_a_gradient_hook_or_adapter_needs_py
         model(pixel_values)
     assert len(seen) == 1 and seen[0].min() < -0.2  # before GELU (whose minimum is -0.17)
     assert calls.count("gelu") == sum(config.depths) - 1
+
+
+@onednn
+def test_the_fused_path_keeps_what_offloading_forward_ad_and_other_dtypes_need(config, pixel_values):
+    """Cases found by a review, each gave other numbers or crashed on the fused path: accelerate's offloading (its
+    hook on the instance's forward brings fc1's weights from the meta device: skipping it read no data), a
+    wrapped fc1, forward-mode AD (the op has no derivative: the tangent was lost), a float64 model under bf16
+    autocast (autocast leaves it in float64). Each now gives PyTorch's own path's result."""
+    import copy
+
+    import accelerate
+    import torch.autograd.forward_ad as forward_ad
+
+    model = perturbed(SwinTinyForImageClassification(config))
+    reference = model(pixel_values).logits.detach()  # gradients on: PyTorch's path
+    offloaded = accelerate.cpu_offload(copy.deepcopy(model), execution_device=torch.device("cpu"))
+    assert offloaded.swin.stages[0].blocks[0].mlp.fc1.weight.device.type == "meta"
+    wrapped = copy.deepcopy(model)
+    wrapped.swin.stages[0].blocks[0].mlp.fc1 = torch.nn.Sequential(wrapped.swin.stages[0].blocks[0].mlp.fc1)
+    with torch.no_grad():
+        for other in (offloaded, wrapped):
+            torch.testing.assert_close(other(pixel_values).logits, reference, atol=1e-5, rtol=1e-5)
+    # forward-mode AD under no_grad, as torch.func.jvp and dual tensors use it: the tangent of the logits
+    model.set_attn_implementation("eager")  # SDPA has no forward-mode derivative
+    direction = torch.randn_like(pixel_values)
+    with torch.no_grad(), forward_ad.dual_level(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch's first make_dual loads its jvp rules with jit.script
+        tangent = forward_ad.unpack_dual(model(forward_ad.make_dual(pixel_values, direction)).logits).tangent
+    _, expected = torch.func.jvp(lambda x: model(x).logits, (pixel_values,), (direction,))
+    assert tangent is not None and expected.abs().max() > 1e-3
+    torch.testing.assert_close(tangent, expected, atol=1e-5, rtol=1e-4)
+    double = model.double()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = double(pixel_values.double()).logits
+    assert logits.dtype == torch.float64
+    torch.testing.assert_close(logits.float(), reference, atol=1e-5, rtol=1e-5)
