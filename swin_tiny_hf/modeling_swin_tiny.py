@@ -95,14 +95,22 @@ def onednn_linear_available() -> bool:
     return torch.backends.mkldnn.is_available()
 
 
+@functools.cache
+def onednn_bf16_supported() -> bool:
+    """Whether oneDNN has bf16 kernels on this CPU (AVX-512 or AMX; inductor asks the same). Without them its bf16
+    linear would be emulated, and PyTorch's own bf16 path stays."""
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def onednn_inference_dtype(x: torch.Tensor, linear: nn.Linear) -> torch.dtype | None:
     """The dtype in which `linear` runs on `x` through oneDNN's fused linear, or None for PyTorch's own path.
 
     Only for inference on the CPU, on weights in memory: that op has no derivative, so any gradient to compute
     (grad mode on and the input or a parameter needing one, forward-mode AD, a `torch.func` transform) keeps
     PyTorch's path, as do graphs being compiled, exported or traced (they keep portable ops), oneDNN switched off
-    (`torch.backends.mkldnn.enabled`), fp16, float64, mixed dtypes, and weights elsewhere than the CPU (on the meta
-    device while offloaded). Under bf16 autocast it is bf16, what autocast makes of fp32 and bf16 operands.
+    (`torch.backends.mkldnn.enabled`), fp16, float64, mixed dtypes, bf16 on a CPU without oneDNN's bf16 kernels, and
+    weights elsewhere than the CPU (on the meta device while offloaded). Under bf16 autocast it is bf16, what
+    autocast makes of fp32 and bf16 operands.
     """
     if torch.compiler.is_compiling() or torch.compiler.is_exporting() or torch.jit.is_tracing():
         return None  # first: a compiler reads none of what follows
@@ -119,8 +127,10 @@ def onednn_inference_dtype(x: torch.Tensor, linear: nn.Linear) -> torch.dtype | 
     if torch.is_autocast_enabled("cpu"):
         autocast = torch.get_autocast_dtype("cpu")
         fits = autocast == torch.bfloat16 and dtypes <= {torch.float32, torch.bfloat16}
-        return autocast if fits else None
-    return x.dtype if len(dtypes) == 1 and x.dtype in (torch.float32, torch.bfloat16) else None
+        return autocast if fits and onednn_bf16_supported() else None
+    if dtypes == {torch.float32} or (dtypes == {torch.bfloat16} and onednn_bf16_supported()):
+        return x.dtype
+    return None
 
 
 def onednn_linear(x: torch.Tensor, linear: nn.Linear, dtype: torch.dtype, activation: str = "none") -> torch.Tensor:

@@ -426,11 +426,12 @@ def test_the_fused_path_is_never_taken_where_a_gradient_hook_or_adapter_needs_py
 
 
 @onednn
-def test_the_fused_path_keeps_what_offloading_forward_ad_and_other_dtypes_need(config, pixel_values):
+def test_the_fused_path_keeps_what_offloading_forward_ad_and_other_dtypes_need(config, pixel_values, monkeypatch):
     """Cases found by a review, each gave other numbers or crashed on the fused path: accelerate's offloading (its
     hook on the instance's forward brings fc1's weights from the meta device: skipping it read no data), a
     wrapped fc1, forward-mode AD (the op has no derivative: the tangent was lost), a float64 model under bf16
-    autocast (autocast leaves it in float64). Each now gives PyTorch's own path's result."""
+    autocast (autocast leaves it in float64). Each now gives PyTorch's own path's result; so does bf16 where oneDNN
+    has no bf16 kernels."""
     import copy
 
     import accelerate
@@ -454,6 +455,16 @@ def test_the_fused_path_keeps_what_offloading_forward_ad_and_other_dtypes_need(c
     _, expected = torch.func.jvp(lambda x: model(x).logits, (pixel_values,), (direction,))
     assert tangent is not None and expected.abs().max() > 1e-3
     torch.testing.assert_close(tangent, expected, atol=1e-5, rtol=1e-4)
+    # a CPU without oneDNN's bf16 kernels (AVX2 only): bf16 keeps PyTorch's path, fp32 still takes oneDNN
+    calls = count_onednn_linears(monkeypatch)
+    monkeypatch.setattr(modeling, "onednn_bf16_supported", lambda: False)
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            model(pixel_values)
+        copy.deepcopy(model).to(torch.bfloat16)(pixel_values.to(torch.bfloat16))
+        assert calls == []
+        model(pixel_values)
+    assert calls.count("gelu") == sum(config.depths)
     double = model.double()
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         logits = double(pixel_values.double()).logits
