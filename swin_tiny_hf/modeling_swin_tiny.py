@@ -99,7 +99,21 @@ def onednn_linear_available() -> bool:
 def onednn_bf16_supported() -> bool:
     """Whether oneDNN has bf16 kernels on this CPU (AVX-512 or AMX; inductor asks the same). Without them its bf16
     linear would be emulated, and PyTorch's own bf16 path stays."""
-    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without the query: PyTorch's own bf16 path
+        return False
+
+
+def derivative_transform_active() -> bool:
+    """Whether forward-mode AD (a dual level) or a `torch.func` transform (jvp, vmap, grad) is active. Both are read
+    from private PyTorch state; where a version lacks it, the answer is True: PyTorch's own path, never a lost
+    tangent."""
+    dual_level = getattr(forward_ad, "_current_level", None)
+    functorch_level = getattr(torch._C._functorch, "maybe_current_level", None)
+    if dual_level is None or functorch_level is None:
+        return True
+    return dual_level >= 0 or functorch_level() is not None
 
 
 def onednn_inference_dtype(x: torch.Tensor, linear: nn.Linear) -> torch.dtype | None:
@@ -121,8 +135,8 @@ def onednn_inference_dtype(x: torch.Tensor, linear: nn.Linear) -> torch.dtype | 
         return None
     if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in parameters)):
         return None
-    if forward_ad._current_level >= 0 or torch._C._functorch.maybe_current_level() is not None:
-        return None  # forward-mode AD (a dual level) or a torch.func transform (jvp, vmap, grad) is active
+    if derivative_transform_active():
+        return None
     dtypes = {x.dtype, *(p.dtype for p in parameters)}
     if torch.is_autocast_enabled("cpu"):
         autocast = torch.get_autocast_dtype("cpu")

@@ -470,3 +470,19 @@ def test_the_fused_path_keeps_what_offloading_forward_ad_and_other_dtypes_need(c
         logits = double(pixel_values.double()).logits
     assert logits.dtype == torch.float64
     torch.testing.assert_close(logits.float(), reference, atol=1e-5, rtol=1e-5)
+
+
+@onednn
+def test_a_pytorch_without_the_private_state_read_keeps_pytorchs_path(config, pixel_values, monkeypatch):
+    """The dual level and the functorch level are private PyTorch state: where a version lacks them (this file also
+    runs as remote code, under the user's PyTorch), the model keeps PyTorch's path rather than risk a lost tangent."""
+    import torch.autograd.forward_ad as forward_ad
+
+    model = perturbed(SwinTinyForImageClassification(config))
+    calls = count_onednn_linears(monkeypatch)
+    assert not modeling.derivative_transform_active()
+    monkeypatch.delattr(forward_ad, "_current_level")
+    assert modeling.derivative_transform_active()
+    with torch.no_grad():
+        model(pixel_values)
+    assert calls == []
