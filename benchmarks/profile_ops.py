@@ -28,23 +28,9 @@ from swin_tiny_hf import SwinTinyConfig, SwinTinyForImageClassification
 from swin_tiny_hf.convert import timm_swin_kwargs
 
 try:  # run as a script (benchmarks/ on sys.path) or as a module
-    from model_throughput import (
-        add_malloc_flag,
-        logits_of,
-        malloc_as_asked,
-        matmul_gflops,
-        pytorch_ops_only,
-        timm_swin,
-    )
+    import model_throughput as throughput
 except ImportError:  # pragma: no cover
-    from benchmarks.model_throughput import (
-        add_malloc_flag,
-        logits_of,
-        malloc_as_asked,
-        matmul_gflops,
-        pytorch_ops_only,
-        timm_swin,
-    )
+    from benchmarks import model_throughput as throughput
 
 # Operator families: the first pattern that an operator's name contains names its family.
 FAMILIES = (
@@ -75,7 +61,7 @@ def iteration(model, pixels, labels, optimizer, train: bool, dtype):
             model(pixels)
         return
     with autocast:
-        logits = logits_of(model(pixels))
+        logits = throughput.logits_of(model(pixels))
     torch.nn.functional.cross_entropy(logits.float(), labels).backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -102,7 +88,7 @@ def flops_by_family(model, pixels, labels, train: bool, dtype) -> dict[str, floa
     """FLOPs of one iteration per family, from torch's FlopCounterMode, which also counts the backward's products
     (the profiler counts forward ones only)."""
     model.train(train)
-    with FlopCounterMode(display=False) as counter, pytorch_ops_only():  # it misses oneDNN's fused linear
+    with FlopCounterMode(display=False) as counter, throughput.pytorch_ops_only():  # it misses oneDNN's fused linear
         iteration(model, pixels, labels, torch.optim.SGD(model.parameters(), lr=0.0), train, dtype)
     families = defaultdict(float)
     for op, flops in counter.get_flop_counts()["Global"].items():
@@ -155,19 +141,19 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--top", type=int, default=14, help="operators listed per table (families: all)")
-    add_malloc_flag(parser)
+    throughput.add_malloc_flag(parser)
     args = parser.parse_args()
-    malloc = malloc_as_asked(args)
+    malloc = throughput.malloc_as_asked(args)
     torch.manual_seed(0)
-    rates = matmul_gflops()
+    rates = throughput.matmul_gflops()
     ceilings = {"fp32": max(rates["torch.mm (MKL)"], rates["1x1 conv (oneDNN)"]), "bf16": rates["bf16 torch.mm"]}
     print(f"CPU: {cpu_name()}; torch {torch.__version__}; malloc: {malloc}")
     print("ceilings (2048^3 product): " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in ceilings.items()))
     config = SwinTinyConfig()
     builders = {
         "ours": lambda: SwinTinyForImageClassification(config),
-        "timm": lambda: timm_swin(False, **timm_swin_kwargs(config)),
-        "timm_fused": lambda: timm_swin(True, **timm_swin_kwargs(config)),
+        "timm": lambda: throughput.timm_swin(False, **timm_swin_kwargs(config)),
+        "timm_fused": lambda: throughput.timm_swin(True, **timm_swin_kwargs(config)),
     }
     pixels = torch.randn(args.batch_size, 3, config.image_size, config.image_size)
     labels = torch.randint(0, config.num_labels, (args.batch_size,))
