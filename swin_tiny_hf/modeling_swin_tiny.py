@@ -238,7 +238,10 @@ def eager_window_attention(
     # 3-D batched products on views: bmm reads the transposed keys in place (a 4-D matmul would copy them)
     scores = torch.bmm(query.flatten(0, 1), key.flatten(0, 1).transpose(1, 2))  # (B'*G, N, N)
     scores = scores.view(B, G, N, N) * d**-0.5 + mask  # (B', G, N, N)
-    weights = scores.softmax(dim=-1, dtype=torch.float32).to(query.dtype).view(weights_shape)
+    # In the scores' dtype: PyTorch's softmax already accumulates bf16 and fp16 in fp32 and rounds once (the values
+    # of an fp32 softmax then cast, bf16 bit for bit, tested); asking for fp32 adds a cast each way, forward and
+    # backward, which took 2-3% of a bf16 training step here (BENCHMARKS.md).
+    weights = scores.softmax(dim=-1).view(weights_shape)
     output = torch.bmm(F.dropout(weights.view(B * G, N, N), p=dropout), value.flatten(0, 1))  # (B'*G, N, d)
     return output.view(B, G, N, d), weights
 

@@ -266,6 +266,37 @@ def test_sdpa_on_the_cpu_takes_the_matrix_products_in_sixteen_bits_only(config, 
             assert torch.equal(grad, results["eager"][1][name]), name
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_attention_rounds_its_softmax_once_from_fp32(dtype):
+    """The explicit attention takes its softmax in the scores' dtype (no cast to fp32 and back): its weights are an
+    fp32 softmax of the same scores rounded once (bf16 bit for bit, fp16 within one unit in the last place, with
+    masked pairs at exactly zero), and the gradients match those of the fp32 detour within the dtype's rounding."""
+    generator = torch.Generator().manual_seed(0)
+    B, G, N, d = 4, 6, 16, 8
+    query, key, value = (torch.randn(B, G, N, d, generator=generator).to(dtype).requires_grad_() for _ in range(3))
+    mask = torch.randn(1, G, N, N, generator=generator).to(dtype)
+    mask[..., 1::3, 0] = float("-inf")  # masked pairs, as the shift mask makes them
+    weights_shape = (B, G, N, N)
+    output, weights = modeling.eager_window_attention(query, key, value, mask, 0.0, weights_shape)
+
+    scores = torch.bmm(query.flatten(0, 1), key.flatten(0, 1).transpose(1, 2)).view(B, G, N, N) * d**-0.5 + mask
+    detour = scores.float().softmax(-1).to(dtype)  # what an fp32 softmax, then a cast, gives
+    assert weights.dtype == dtype and (weights[..., 1::3, 0] == 0).all()
+    if dtype == torch.bfloat16:
+        assert torch.equal(weights, detour)
+    else:
+        torch.testing.assert_close(weights, detour, atol=2**-14, rtol=2**-10)
+
+    grad = torch.randn(output.shape, generator=generator).to(dtype)
+    ours = torch.autograd.grad(output, (query, key, value), grad)
+    expected_output = torch.bmm(detour.view(B * G, N, N), value.flatten(0, 1)).view(B, G, N, d)
+    expected = torch.autograd.grad(expected_output, (query, key, value), grad)
+    for got, want in zip(ours, expected):
+        scale = want.float().abs().max()
+        assert (got.float() - want.float()).abs().max() <= 2**-6 * scale
+        assert not torch.equal(got, torch.zeros_like(got))
+
+
 def test_bf16_autocast_is_finite(config, pixel_values):
     model = SwinTinyForImageClassification(config).train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
