@@ -9,8 +9,10 @@ grad, one call. Printed per batch size: the median and 90th percentile of the re
 the spread of the per-round medians (min-max), and the images/s of the median.
 
 Candidates:
-- swin_tiny_hf in PyTorch, fp32 (sdpa), and under bf16 autocast where the CPU computes bf16 natively;
-- timm's SwinTransformer at the same config, default and fused attention (fp32), bf16 autocast (fused);
+- swin_tiny_hf in PyTorch, fp32 (sdpa); and, where the CPU computes bf16 natively, under bf16 autocast and with its
+  weights in bf16 (`from_pretrained(..., dtype=torch.bfloat16)`; the processor's float32 pixels cast in the request);
+- timm's SwinTransformer at the same config, default and fused attention (fp32), bf16 autocast and bf16 weights
+  (fused);
 - onnxruntime (CPU execution provider, all graph optimisations, intra-op threads as torch's) on the graph that
   `python -m swin_tiny_hf.export_onnx` writes, fp32.
 """
@@ -18,6 +20,7 @@ Candidates:
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import tempfile
 import time
@@ -43,6 +46,17 @@ def torch_runner(model, bf16: bool):
     def run(pixels: torch.Tensor) -> None:
         with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             model(pixels)
+
+    return run
+
+
+def bf16_weights_runner(model):
+    """A bf16 copy of `model`, answering the processor's float32 pixels: the cast is part of the request."""
+    model = copy.deepcopy(model).to(torch.bfloat16).eval()
+
+    def run(pixels: torch.Tensor) -> None:
+        with torch.no_grad():
+            model(pixels.to(torch.bfloat16))
 
     return run
 
@@ -86,7 +100,9 @@ def main() -> None:
         candidates["swin_tiny_hf (onnxruntime, fp32)"] = onnxruntime_runner(ours, Path(folder), args.threads)
         if not args.skip_bf16:
             candidates["swin_tiny_hf (PyTorch, bf16 autocast)"] = torch_runner(ours, True)
+            candidates["swin_tiny_hf (PyTorch, bf16 weights)"] = bf16_weights_runner(ours)
             candidates["timm SwinTransformer (fused attn, bf16 autocast)"] = torch_runner(timm_fused, True)
+            candidates["timm SwinTransformer (fused attn, bf16 weights)"] = bf16_weights_runner(timm_fused)
         print(f"CPU: {cpu_name()}; torch {torch.__version__}; malloc: {malloc}")
         for batch in args.batches:
             pixels = torch.randn(batch, 3, config.image_size, config.image_size)

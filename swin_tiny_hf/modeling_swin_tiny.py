@@ -173,8 +173,10 @@ class ChannelsLastLinear(nn.Linear):
     (tokens x channels) shapes oneDNN is about 2x faster forward and 1.7x forward + backward on the
     AVX-512 CPU of BENCHMARKS.md (there MKL takes its AVX2 path: it does not use AVX-512 on AMD). A
     channels-last (B, H, W, C) map already is the NHWC layout a 1x1 convolution reads and writes, so
-    the two permutes below are views, not copies. The gain is fp32's: in bf16 (autocast or bf16 weights)
-    matmuls already go to oneDNN's bf16 GEMM, which trains 1.2x faster than its 1x1 convolution here, so
+    the two permutes below are views, not copies. With oneDNN capped at AVX2 (a CPU without AVX-512) the
+    whole model still gains, less: 1.08x inference and 1.03x training against plain `nn.Linear` (BENCHMARKS.md).
+    The gain is fp32's: in bf16 (autocast or bf16 weights) matmuls already go to oneDNN's bf16 GEMM, which
+    trains 1.2x faster than its 1x1 convolution here, so
     bf16 takes the plain `nn.Linear`, as do other inputs (2-D, CUDA) and exported graphs (ONNX has plain
     matrix products for this). Inference on the CPU (no gradient to compute, see `onednn_inference_dtype`) takes
     oneDNN's fused linear, in fp32 and bf16: it has no backward, and is 1.1x the convolution forward in fp32.
@@ -207,6 +209,9 @@ class PatchEmbedding(nn.Module):
         self.norm = nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps) if config.patch_norm else nn.Identity()
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        # In the weights' dtype, as transformers' ViT does: the image processor gives float32, a model loaded with
+        # dtype=torch.bfloat16 (or float16) takes it as its own. Under autocast the weights are float32: no cast.
+        pixel_values = pixel_values.to(self.projection.weight.dtype)
         p = self.projection.kernel_size[0]
         pad_h, pad_w = -pixel_values.shape[2] % p, -pixel_values.shape[3] % p
         if pad_h or pad_w:  # any size: zeros right and bottom, up to a multiple of the patch (as the original Swin)
@@ -240,8 +245,10 @@ def eager_window_attention(
     scores = scores.view(B, G, N, N) * d**-0.5 + mask  # (B', G, N, N)
     # In the scores' dtype: PyTorch's softmax already accumulates bf16 and fp16 in fp32 and rounds once (the values
     # of an fp32 softmax then cast, bf16 bit for bit, tested); asking for fp32 adds a cast each way, forward and
-    # backward, which took 2-3% of a bf16 training step here (BENCHMARKS.md).
-    weights = scores.softmax(dim=-1).view(weights_shape)
+    # backward, which took 1-2% of a bf16 training step on the CPU (BENCHMARKS.md). GPU autocast runs softmax in
+    # fp32 itself: the weights come back to the scores' dtype (a no-op elsewhere), as the products and the
+    # returned attentions take them.
+    weights = scores.softmax(dim=-1).to(scores.dtype).view(weights_shape)
     output = torch.bmm(F.dropout(weights.view(B * G, N, N), p=dropout), value.flatten(0, 1))  # (B'*G, N, d)
     return output.view(B, G, N, d), weights
 

@@ -75,6 +75,27 @@ def test_from_pretrained_gives_identical_logits_and_rebuilds_buffers(saved, pixe
         torch.testing.assert_close(backbone(pixel_values).pooler_output, model.swin(pixel_values).pooler_output)
 
 
+def test_a_folder_loaded_in_bf16_answers_the_processors_output_as_the_fp32_model(saved):
+    """The bf16 serving path of the README: `from_pretrained(..., dtype=torch.bfloat16)`, then the processor's
+    float32 pixels as they come (the model casts them), and the pipeline. The top class is fp32's, the logits
+    within bf16's rounding."""
+    model, folder = saved
+    loaded = AutoModelForImageClassification.from_pretrained(folder, dtype=torch.bfloat16).eval()
+    assert {p.dtype for p in loaded.parameters()} == {torch.bfloat16}
+    processor = AutoImageProcessor.from_pretrained(folder)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8))
+    pixels = processor(image, return_tensors="pt")["pixel_values"]
+    assert pixels.dtype == torch.float32
+    with torch.no_grad():
+        expected = model.eval()(pixels).logits
+        logits = loaded(pixels).logits
+    assert logits.dtype == torch.bfloat16
+    torch.testing.assert_close(logits.float(), expected, atol=0.05, rtol=0.05)
+    assert logits.argmax(-1).item() == expected.argmax(-1).item()
+    best = SwinTinyImageClassificationPipeline(model=loaded, image_processor=processor)(image, top_k=1)[0]
+    assert best["label"] == LABELS[expected.argmax(-1).item()]
+
+
 def test_auto_classes(saved, pixel_values):
     model, folder = saved
     assert isinstance(AutoConfig.from_pretrained(folder), SwinTinyConfig)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 
-from swin_tiny_hf import SwinTinyConfig, SwinTinyForImageClassification, SwinTinyModel
+from swin_tiny_hf import SwinTinyBackbone, SwinTinyConfig, SwinTinyForImageClassification, SwinTinyModel
 from swin_tiny_hf import modeling_swin_tiny as modeling
 from swin_tiny_hf.modeling_swin_tiny import ChannelsLastLinear, SwinBlock
 
@@ -295,6 +295,49 @@ def test_half_precision_attention_rounds_its_softmax_once_from_fp32(dtype):
         scale = want.float().abs().max()
         assert (got.float() - want.float()).abs().max() <= 2**-6 * scale
         assert not torch.equal(got, torch.zeros_like(got))
+
+
+@pytest.mark.skipif(not torch.backends.cuda.is_built(), reason="fake CUDA tensors need a CUDA build of PyTorch")
+def test_attentions_under_gpu_autocast_come_back_in_the_products_dtype(config):
+    """GPU autocast runs softmax in fp32 (a rule the CPU's autocast does not have): the explicit attention brings
+    its weights back to the scores' dtype, so `output_attentions` returns bf16, as before the softmax stopped
+    asking for fp32. Traced on fake CUDA tensors (no GPU needed), autocast switched on by hand."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    model = SwinTinyForImageClassification(config).eval()
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        model = model.to("cuda")
+        pixels = torch.empty(2, 3, config.image_size, config.image_size, device="cuda")
+        previous = torch.get_autocast_dtype("cuda")
+        torch.set_autocast_dtype("cuda", torch.bfloat16)
+        torch.set_autocast_enabled("cuda", True)
+        try:
+            assert torch.empty(2, 2, device="cuda").softmax(-1).dtype == torch.float32  # the rule this guards
+            assert torch.empty(2, 2, device="cuda", dtype=torch.bfloat16).softmax(-1).dtype == torch.float32
+            out = model(pixels, output_attentions=True)
+        finally:
+            torch.set_autocast_enabled("cuda", False)
+            torch.set_autocast_dtype("cuda", previous)
+    assert out.logits.dtype == torch.bfloat16
+    assert len(out.attentions) == sum(config.depths)
+    assert {a.dtype for a in out.attentions} == {torch.bfloat16}
+
+
+@pytest.mark.parametrize("weights_dtype", [torch.bfloat16, torch.float16, torch.float64])
+def test_a_model_in_another_dtype_takes_the_processors_float32_pixels_as_its_own(config, pixel_values, weights_dtype):
+    """As transformers' ViT: the image processor gives float32, and a model loaded in bf16, fp16 or float64 casts
+    the pixels to its weights' dtype (it used to stop with a bare conv2d dtype error). The logits are those of
+    pixels cast by hand, and the backbone does the same."""
+    torch.manual_seed(0)
+    model = SwinTinyForImageClassification(config).eval().to(weights_dtype)
+    backbone = SwinTinyBackbone(tiny_config(out_features=["stage1", "stage3"])).eval().to(weights_dtype)
+    with torch.no_grad():
+        logits = model(pixel_values).logits
+        by_hand = model(pixel_values.to(weights_dtype)).logits
+        maps = backbone(pixel_values).feature_maps
+        maps_by_hand = backbone(pixel_values.to(weights_dtype)).feature_maps
+    assert logits.dtype == weights_dtype and torch.isfinite(logits).all() and torch.equal(logits, by_hand)
+    assert all(a.dtype == weights_dtype and torch.equal(a, b) for a, b in zip(maps, maps_by_hand, strict=True))
 
 
 def test_bf16_autocast_is_finite(config, pixel_values):
