@@ -50,6 +50,7 @@ def test_python_examples_run(tmp_path, monkeypatch):
     assert [s for s, _ in python] == [
         "## Using the model",
         "## Export to ONNX",
+        "## Export to ONNX",
         "## Backbone for detection and segmentation",
         "## LoRA with 🤗 PEFT",
     ]
