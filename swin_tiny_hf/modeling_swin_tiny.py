@@ -211,7 +211,8 @@ class PatchEmbedding(nn.Module):
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         # In the weights' dtype, as transformers' ViT does: the image processor gives float32, a model loaded with
         # dtype=torch.bfloat16 (or float16) takes it as its own. Under autocast the weights are float32: no cast.
-        pixel_values = pixel_values.to(self.projection.weight.dtype)
+        if (dtype := self.projection.weight.dtype).is_floating_point:  # not a quantized projection's integers
+            pixel_values = pixel_values.to(dtype)
         p = self.projection.kernel_size[0]
         pad_h, pad_w = -pixel_values.shape[2] % p, -pixel_values.shape[3] % p
         if pad_h or pad_w:  # any size: zeros right and bottom, up to a multiple of the patch (as the original Swin)
