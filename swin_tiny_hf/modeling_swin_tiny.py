@@ -785,7 +785,9 @@ def classification_loss(
         labels = labels.reshape(batch).long()  # (B,)
         counted = labels != IGNORE_INDEX
         wrong = counted & ((labels < 0) | (labels >= num_labels))
-        if wrong.any():
+        # Checked in eager mode only: a compiled or exported graph cannot branch on a tensor's value (it would break
+        # `fullgraph=True`); there cross-entropy itself rejects an id out of range.
+        if not torch.compiler.is_compiling() and wrong.any():
             raise ValueError(
                 f"class-id labels must lie in [0, {num_labels}) or be {IGNORE_INDEX} (ignored), got "
                 f"{sorted(set(labels[wrong].tolist()))}."
@@ -862,10 +864,15 @@ class SwinTinyForImageClassification(SwinTinyPreTrainedModel):
         logits = self.classifier(outputs.pooler_output)  # (B, num_labels)
         loss = None
         if labels is not None:
-            if self.config.problem_type is None:
+            problem_type = self.config.problem_type
+            if problem_type is None:
+                problem_type = infer_problem_type(labels, self.config.num_labels)  # from the labels' dtype and shape
+            if self.config.problem_type is None and not torch.compiler.is_compiling():
                 # As transformers' models: the first labels decide, and the choice is kept (and saved) in the config.
-                self.config.problem_type = infer_problem_type(labels, self.config.num_labels)
-                if self.config.problem_type == "multi_label_classification" and looks_like_soft_targets(
+                # Not while compiling: the config validates what is set on it, which a graph cannot hold; a compiled
+                # forward decides the same from every batch's labels.
+                self.config.problem_type = problem_type
+                if problem_type == "multi_label_classification" and looks_like_soft_targets(
                     labels, self.config.num_labels
                 ):
                     logger.warning(
@@ -874,7 +881,7 @@ class SwinTinyForImageClassification(SwinTinyPreTrainedModel):
                         "label smoothing) set problem_type='single_label_classification': a soft-target "
                         "cross-entropy."
                     )
-            loss = classification_loss(logits, labels, self.config.problem_type, num_items_in_batch)
+            loss = classification_loss(logits, labels, problem_type, num_items_in_batch)
         output = ImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )

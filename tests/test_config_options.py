@@ -210,9 +210,13 @@ def field_of(name: str) -> str:
 
 
 def _as_ours(attribute: str, value, config):
-    """A SwinConfig attribute in our form: lists as lists, an int window as one per stage."""
+    """A SwinConfig attribute in our form: lists as lists, an int window as one per stage, id2label's keys as ints
+    (SwinConfig turns string keys into ints in its constructor only: set as an attribute or passed to
+    `from_pretrained`, {"0": "a"} stays as it is; ours turns them into ints whichever way they are set)."""
     if attribute == "window_size" and isinstance(value, int):
         return [value] * len(config.depths)
+    if attribute == "id2label" and isinstance(value, dict):
+        return {int(key): label for key, label in value.items()}
     return list(value) if isinstance(value, tuple) else value
 
 

@@ -359,6 +359,34 @@ def test_torch_compile_has_no_graph_break(config, pixel_values):
         torch.testing.assert_close(compiled(pixel_values).logits, model(pixel_values).logits)
 
 
+def test_torch_compile_takes_class_id_labels_in_one_graph(config, pixel_values):
+    """With class-id labels the loss compiles in the same single graph (`fullgraph=True`), also on the first labels
+    of a config without a problem type: the range check that needs the labels' values, and recording the problem
+    type in the config (which validates what is set on it), run in eager mode only. It gives eager's loss and
+    gradients, and eager mode still records the problem type and names an id out of range."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = SwinTinyForImageClassification(tiny_config(drop_path_rate=0.0)).train()
+    labels = torch.tensor([0, 2, modeling.IGNORE_INDEX])
+    explanation = torch._dynamo.explain(model)(pixel_values, labels=labels)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert model.config.problem_type is None
+    compiled = torch.compile(model, fullgraph=True, backend="eager")
+    losses, grads = [], []
+    for run in (model, compiled):
+        model.zero_grad()
+        loss = run(pixel_values, labels=labels).loss
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert model.config.problem_type == "single_label_classification"
+    torch.testing.assert_close(losses[1], losses[0])
+    for compiled_grad, eager_grad in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(compiled_grad, eager_grad)
+    with pytest.raises(ValueError, match=r"must lie in \[0, 5\).*\[7\]"):
+        model(pixel_values, labels=torch.tensor([0, 7, 1]))
+
+
 def test_channels_last_linear_is_nn_linear_forward_and_backward():
     torch.manual_seed(0)
     layer = ChannelsLastLinear(7, 5)
