@@ -207,13 +207,14 @@ class PatchEmbedding(nn.Module):
             config.num_channels, config.embed_dim, kernel_size=config.patch_size, stride=config.patch_size
         )
         self.norm = nn.LayerNorm(config.embed_dim, eps=config.layer_norm_eps) if config.patch_norm else nn.Identity()
+        self.patch_size = config.patch_size  # kept here: an adapter that wraps the projection (PEFT) hides its kernel
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         # In the weights' dtype, as transformers' ViT does: the image processor gives float32, a model loaded with
         # dtype=torch.bfloat16 (or float16) takes it as its own. Under autocast the weights are float32: no cast.
         if (dtype := self.projection.weight.dtype).is_floating_point:  # not a quantized projection's integers
             pixel_values = pixel_values.to(dtype)
-        p = self.projection.kernel_size[0]
+        p = self.patch_size
         pad_h, pad_w = -pixel_values.shape[2] % p, -pixel_values.shape[3] % p
         if pad_h or pad_w:  # any size: zeros right and bottom, up to a multiple of the patch (as the original Swin)
             pixel_values = F.pad(pixel_values, (0, pad_w, 0, pad_h))  # (B, C_in, ceil(H/p)*p, ceil(W/p)*p)
@@ -809,6 +810,23 @@ def looks_like_soft_targets(labels: torch.Tensor, num_labels: int) -> bool:
     return bool(((labels >= 0).all() & (labels.sum(-1) - 1).abs().lt(1e-3).all()).item())
 
 
+@torch.compiler.disable
+def record_problem_type(config: SwinTinyConfig, labels: torch.Tensor) -> None:
+    """As transformers' models: where `config.problem_type` is None, the first labels decide it (see
+    `infer_problem_type`), and the choice is kept (and saved) in the config, with a warning for float rows that sum to
+    1 (soft targets read as multi-label). Outside any compiled graph: it validates the config and reads the labels'
+    values. A compiled forward breaks its graph here once, on its first labels, and recompiles without it; with
+    `fullgraph=True` set `config.problem_type` first."""
+    config.problem_type = infer_problem_type(labels, config.num_labels)
+    if config.problem_type == "multi_label_classification" and looks_like_soft_targets(labels, config.num_labels):
+        logger.warning(
+            "Float labels whose rows sum to 1 were read as multi-label targets (binary cross-entropy), "
+            "transformers' rule where config.problem_type is None. For soft targets (Mixup, CutMix, "
+            "label smoothing) set problem_type='single_label_classification': a soft-target "
+            "cross-entropy."
+        )
+
+
 class SwinTinyForImageClassification(SwinTinyPreTrainedModel):
     """Swin backbone with a linear classifier on the pooled features; returns `ImageClassifierOutput`."""
 
@@ -864,24 +882,9 @@ class SwinTinyForImageClassification(SwinTinyPreTrainedModel):
         logits = self.classifier(outputs.pooler_output)  # (B, num_labels)
         loss = None
         if labels is not None:
-            problem_type = self.config.problem_type
-            if problem_type is None:
-                problem_type = infer_problem_type(labels, self.config.num_labels)  # from the labels' dtype and shape
-            if self.config.problem_type is None and not torch.compiler.is_compiling():
-                # As transformers' models: the first labels decide, and the choice is kept (and saved) in the config.
-                # Not while compiling: the config validates what is set on it, which a graph cannot hold; a compiled
-                # forward decides the same from every batch's labels.
-                self.config.problem_type = problem_type
-                if problem_type == "multi_label_classification" and looks_like_soft_targets(
-                    labels, self.config.num_labels
-                ):
-                    logger.warning(
-                        "Float labels whose rows sum to 1 were read as multi-label targets (binary cross-entropy), "
-                        "transformers' rule where config.problem_type is None. For soft targets (Mixup, CutMix, "
-                        "label smoothing) set problem_type='single_label_classification': a soft-target "
-                        "cross-entropy."
-                    )
-            loss = classification_loss(logits, labels, problem_type, num_items_in_batch)
+            if self.config.problem_type is None:
+                record_problem_type(self.config, labels)
+            loss = classification_loss(logits, labels, self.config.problem_type, num_items_in_batch)
         output = ImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )

@@ -1,3 +1,4 @@
+import logging
 import warnings
 
 import pytest
@@ -360,31 +361,47 @@ def test_torch_compile_has_no_graph_break(config, pixel_values):
 
 
 def test_torch_compile_takes_class_id_labels_in_one_graph(config, pixel_values):
-    """With class-id labels the loss compiles in the same single graph (`fullgraph=True`), also on the first labels
-    of a config without a problem type: the range check that needs the labels' values, and recording the problem
-    type in the config (which validates what is set on it), run in eager mode only. It gives eager's loss and
-    gradients, and eager mode still records the problem type and names an id out of range."""
+    """With class-id labels and a problem type, the loss compiles in the same single graph (`fullgraph=True`: the
+    range check that needs the labels' values runs in eager mode only) and gives eager's loss and gradients; eager
+    mode still names an id out of range."""
     torch._dynamo.reset()
     torch.manual_seed(0)
-    model = SwinTinyForImageClassification(tiny_config(drop_path_rate=0.0)).train()
+    model = SwinTinyForImageClassification(
+        tiny_config(drop_path_rate=0.0, problem_type="single_label_classification")
+    ).train()
     labels = torch.tensor([0, 2, modeling.IGNORE_INDEX])
     explanation = torch._dynamo.explain(model)(pixel_values, labels=labels)
     assert explanation.graph_break_count == 0, explanation.break_reasons
-    assert model.config.problem_type is None
     compiled = torch.compile(model, fullgraph=True, backend="eager")
     losses, grads = [], []
-    for run in (model, compiled):
+    for run in (compiled, model):
         model.zero_grad()
         loss = run(pixel_values, labels=labels).loss
         loss.backward()
         losses.append(loss.detach())
         grads.append([p.grad.clone() for p in model.parameters()])
-    assert model.config.problem_type == "single_label_classification"
-    torch.testing.assert_close(losses[1], losses[0])
-    for compiled_grad, eager_grad in zip(grads[1], grads[0], strict=True):
+    torch.testing.assert_close(losses[0], losses[1])
+    for compiled_grad, eager_grad in zip(grads[0], grads[1], strict=True):
         torch.testing.assert_close(compiled_grad, eager_grad)
     with pytest.raises(ValueError, match=r"must lie in \[0, 5\).*\[7\]"):
         model(pixel_values, labels=torch.tensor([0, 7, 1]))
+
+
+def test_a_compiled_forward_records_the_first_labels_problem_type_and_warns_as_eager(config, pixel_values, caplog):
+    """Without a problem type, a compiled forward (as Trainer's torch_compile) leaves its graph once to record the
+    first labels' problem type in the config, which is saved, with eager's warning for float rows that sum to 1;
+    then it runs in one graph."""
+    torch._dynamo.reset()
+    model = SwinTinyForImageClassification(tiny_config(drop_path_rate=0.0)).train()
+    compiled = torch.compile(model, backend="eager")
+    soft = torch.softmax(torch.randn(3, config.num_labels), -1)  # Mixup-like rows, read as multi-label by the rule
+    with caplog.at_level(logging.WARNING, logger=modeling.logger.name):
+        loss = compiled(pixel_values, labels=soft).loss
+    assert model.config.problem_type == "multi_label_classification"
+    assert "Float labels whose rows sum to 1 were read as multi-label targets" in caplog.text
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(model(pixel_values).logits, soft)
+    torch.testing.assert_close(loss, expected)
+    assert torch._dynamo.explain(model)(pixel_values, labels=soft).graph_break_count == 0
 
 
 def test_channels_last_linear_is_nn_linear_forward_and_backward():

@@ -1,4 +1,4 @@
-"""PEFT's LoRA, a client we did not write, on the attention and MLP projections."""
+"""PEFT's LoRA, a client we did not write, on the attention and MLP projections and the patch embedding."""
 
 import pytest
 import torch
@@ -102,3 +102,23 @@ def test_lora_with_gradient_checkpointing_on_a_frozen_trunk_trains(pixel_values)
         losses.append(loss.item())
     assert losses[-1] < losses[0]
     assert all(p.abs().sum() > 0 for n, p in lora_in_blocks.items() if "lora_B" in n)  # every adapter moved
+
+
+def test_lora_on_the_patch_embedding_convolution(pixel_values):
+    """LoRA may also target the patch embedding's Conv2d ("projection"): PEFT wraps it, which hides its kernel size,
+    so the embedding keeps the patch size itself. At initialisation (LoRA's B = 0) the logits are the base model's;
+    the adapter's B matrix gets a gradient (A's is zero while B is)."""
+    torch.manual_seed(0)
+    base = SwinTinyForImageClassification(tiny_config(drop_path_rate=0.0)).eval()
+    with torch.no_grad():
+        expected = base(pixel_values).logits
+    config = peft.LoraConfig(r=2, lora_alpha=4, target_modules=["projection", *TARGETS])
+    model = peft.get_peft_model(base, config)
+    projection = model.base_model.model.swin.embeddings.projection
+    assert isinstance(projection, peft.tuners.lora.LoraLayer)
+    with torch.no_grad():
+        torch.testing.assert_close(model(pixel_values=pixel_values).logits, expected)
+    model.train()
+    model(pixel_values=pixel_values, labels=torch.tensor([0, 1, 2])).loss.backward()
+    grads = {n: p.grad for n, p in projection.named_parameters() if "lora_B" in n}
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads.values()), grads
