@@ -176,10 +176,10 @@ class ChannelsLastLinear(nn.Linear):
     the two permutes below are views, not copies. With oneDNN capped at AVX2 (a CPU without AVX-512) the
     whole model still gains, less: 1.08x inference and 1.03x training against plain `nn.Linear` (BENCHMARKS.md).
     The gain is fp32's: in bf16 (autocast or bf16 weights) matmuls already go to oneDNN's bf16 GEMM, which
-    trains 1.2x faster than its 1x1 convolution here, so
-    bf16 takes the plain `nn.Linear`, as do other inputs (2-D, CUDA) and exported graphs (ONNX has plain
-    matrix products for this). Inference on the CPU (no gradient to compute, see `onednn_inference_dtype`) takes
-    oneDNN's fused linear, in fp32 and bf16: it has no backward, and is 1.1x the convolution forward in fp32.
+    trains 1.2x faster than its 1x1 convolution here, so bf16 takes the plain `nn.Linear`, as do other inputs
+    (2-D, CUDA) and exported graphs (ONNX has plain matrix products for this). Inference on the CPU (no gradient
+    to compute, see `onednn_inference_dtype`) takes oneDNN's fused linear, in fp32 and bf16: it has no backward,
+    and is 1.1x the convolution forward in fp32.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
