@@ -14,7 +14,10 @@ Candidates:
 - timm's SwinTransformer at the same config, default and fused attention (fp32), bf16 autocast and bf16 weights
   (fused);
 - onnxruntime (CPU execution provider, all graph optimisations, intra-op threads as torch's) on the graph that
-  `python -m swin_tiny_hf.export_onnx` writes, fp32.
+  `python -m swin_tiny_hf.export_onnx` writes, fp32;
+- with `--compiled`: swin_tiny_hf in fp32 and in bf16 weights, and timm (fused) in bf16 weights, compiled by inductor
+  with their weights frozen (`swin_tiny_hf.compile_frozen`, one static graph per batch size: `dynamic=False`). Their
+  first request of each batch size compiles, in the warm-up; its time is printed.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import torch
 from swin_tiny_hf import SwinTinyConfig, SwinTinyForImageClassification
 from swin_tiny_hf.convert import timm_swin_kwargs
 from swin_tiny_hf.export_onnx import export_onnx
+from swin_tiny_hf.frozen_compile import compile_frozen
 
 try:  # run as a script (benchmarks/ on sys.path) or as a module
     from model_throughput import add_malloc_flag, malloc_as_asked, timm_swin
@@ -61,6 +65,17 @@ def bf16_weights_runner(model):
     return run
 
 
+def frozen_runner(model, bf16: bool):
+    """`compile_frozen` of a copy of `model`, in bf16 weights if asked (the pixels cast in the request, as above)."""
+    model = copy.deepcopy(model).to(torch.bfloat16 if bf16 else torch.float32)
+    serve = compile_frozen(model, dynamic=False)
+
+    def run(pixels: torch.Tensor) -> None:
+        serve(pixels.to(torch.bfloat16) if bf16 else pixels)
+
+    return run
+
+
 def onnxruntime_runner(model, folder: Path, threads: int):
     import onnxruntime
 
@@ -83,6 +98,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--skip_bf16", action="store_true")
+    parser.add_argument("--compiled", action="store_true", help="add inductor-compiled candidates, weights frozen")
     add_malloc_flag(parser)
     args = parser.parse_args()
     malloc = malloc_as_asked(args)
@@ -103,13 +119,24 @@ def main() -> None:
             candidates["swin_tiny_hf (PyTorch, bf16 weights)"] = bf16_weights_runner(ours)
             candidates["timm SwinTransformer (fused attn, bf16 autocast)"] = torch_runner(timm_fused, True)
             candidates["timm SwinTransformer (fused attn, bf16 weights)"] = bf16_weights_runner(timm_fused)
+        if args.compiled:
+            candidates["swin_tiny_hf (compiled frozen, fp32)"] = frozen_runner(ours, False)
+            if not args.skip_bf16:
+                candidates["swin_tiny_hf (compiled frozen, bf16 weights)"] = frozen_runner(ours, True)
+                candidates["timm SwinTransformer (fused attn, compiled frozen, bf16 weights)"] = frozen_runner(
+                    timm_fused, True
+                )
         print(f"CPU: {cpu_name()}; torch {torch.__version__}; malloc: {malloc}")
         for batch in args.batches:
             pixels = torch.randn(batch, 3, config.image_size, config.image_size)
             times = {name: [] for name in candidates}
             medians = {name: [] for name in candidates}
-            for run in candidates.values():  # warm-up: oneDNN primitives, onnxruntime's first run
-                for _ in range(5):
+            for name, run in candidates.items():  # warm-up: oneDNN primitives, onnxruntime's first run, compiling
+                start = time.perf_counter()
+                run(pixels)
+                if "compiled" in name:
+                    print(f"{name}: first request of batch {batch} (compiling) {time.perf_counter() - start:.1f} s")
+                for _ in range(4):
                     run(pixels)
             for _ in range(args.rounds):
                 for name, run in candidates.items():

@@ -14,6 +14,7 @@ from transformers import (
 )
 
 from .configuration_swin_tiny import SwinTinyConfig
+from .frozen_compile import compile_frozen
 from .image_processing_swin_tiny import SwinTinyImageProcessor, make_image_processor
 from .modeling_swin_tiny import (
     SwinTinyBackbone,
@@ -51,4 +52,5 @@ __all__ = [
     "make_image_processor",
     "save_model_and_processor",
     "no_weight_decay_parameter_names",
+    "compile_frozen",
 ]

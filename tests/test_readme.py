@@ -61,6 +61,12 @@ def test_python_examples_run(tmp_path, monkeypatch):
             assert command in readme_commands()
             export_main(command.split()[3:])
         exec(compile(code, f"README.md {section}", "exec"), namespace)
+        if "compile_frozen(" in code:  # inductor's frozen graph answers as the eager model, both in bf16
+            model, processor, images = namespace["model"], namespace["processor"], namespace["images"]
+            assert namespace["logits"].dtype == torch.bfloat16
+            with torch.no_grad():
+                eager = model(**processor(images, return_tensors="pt")).logits
+            torch.testing.assert_close(namespace["logits"], eager, atol=0.03, rtol=0.02)
     assert namespace["merged"].__class__.__name__ == "SwinTinyForImageClassification"
     assert (tmp_path / "my-swin" / "model.safetensors").is_file()
 
