@@ -17,7 +17,7 @@ What `compile_frozen` adds to `torch.compile`, each a way to get it silently wro
 - Dynamo reads the freezing flag when it traces, which is the first call of each new input shape, not the call to
   `torch.compile`; `torch.compile(model, options={"freezing": True})` is read too late and measured no faster than
   without it. The wrapper turns the flag on while its calls run (so every recompilation, a new batch size, is frozen
-  too; in a threaded server, until the last call in flight returns), not for the whole process.
+  too), for the calling thread where PyTorch keeps the config per thread, not for the whole process.
 - Freezing applies to graphs without gradients: each call runs under `torch.no_grad()`, the model in eval mode.
 - A frozen graph keeps the weights it was traced with, and only in part (others are read live), so a changed weight
   gives logits that are neither the old model's nor the new one's. The wrapper records each parameter's and buffer's
@@ -41,6 +41,7 @@ outside: in fp32 under 16 and from 16 on). Send one request of each batch size y
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import threading
 from collections.abc import Iterator
@@ -58,18 +59,46 @@ STALE_WEIGHTS = (
 
 
 _freezing_lock = threading.Lock()
-_freezing_calls = 0  # FrozenInference calls in flight, in every thread
+_freezing_calls = 0  # FrozenInference calls in flight, in every thread (where the config is the process's)
 _freezing_before = False  # the flag as it was before the first of them
+
+
+@functools.cache
+def config_is_per_thread() -> bool:
+    """Whether a write to inductor's config is seen by this thread only (PyTorch keeps user settings in a ContextVar
+    in recent releases; older ones kept one setting for the process). Asked of PyTorch by trying: another thread sets
+    the flag and this one reads it."""
+    from torch._inductor import config as inductor_config
+
+    before, written, seen = inductor_config.freezing, threading.Event(), threading.Event()
+
+    def write() -> None:
+        with inductor_config.patch(freezing=not before):
+            written.set()
+            seen.wait()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    written.wait()
+    per_thread = inductor_config.freezing == before
+    seen.set()
+    writer.join()
+    return per_thread
 
 
 @contextlib.contextmanager
 def freezing_on() -> Iterator[None]:
-    """inductor's freezing flag on while any call that needs it is in flight, in any thread; as it was once none is.
-    (`torch._inductor.config.patch` per call would not do: its config is the process's, so in a threaded server the
-    first call to return would turn the flag off under another thread's call that is still tracing.)"""
+    """inductor's freezing flag on for this call, as it was afterwards. Where the config is per thread, a patch for
+    this thread. Where it is the process's, on while any such call is in flight in any thread: a patch per call would
+    let the first call to return turn the flag off under another thread's call that is still tracing, and the last
+    leave it on for the whole process."""
     global _freezing_calls, _freezing_before
     from torch._inductor import config as inductor_config  # imported here: inductor is heavy to import
 
+    if config_is_per_thread():
+        with inductor_config.patch(freezing=True):
+            yield
+        return
     with _freezing_lock:
         if _freezing_calls == 0:
             _freezing_before = inductor_config.freezing
@@ -106,10 +135,11 @@ _step_hook = None
 
 
 def count_optimizer_writes() -> None:
-    """From now on, every `torch.optim` step bumps the version counter of the parameters it updated, as PyTorch's
-    in-place ops do: its fused kernels (AdamW with `fused=True`, transformers Trainer's default and train.py's
-    optimizer) write the parameters without counting it, and a frozen graph would go on serving the old weights.
-    Registered once, at the first `compile_frozen` (a global hook: a few microseconds a step)."""
+    """From now on, every `torch.optim` step bumps the version counter of the parameters it updated (those with a
+    gradient; also when a grad scaler had the step skipped: then a wrapper refuses though nothing changed), as
+    PyTorch's in-place ops do: its fused kernels (AdamW with `fused=True`, transformers Trainer's default and
+    train.py's optimizer) write the parameters without counting it, and a frozen graph would go on serving the old
+    weights. Registered once, at the first `compile_frozen` (a global hook: a few microseconds a step)."""
     global _step_hook
     if _step_hook is not None:
         return
@@ -117,7 +147,9 @@ def count_optimizer_writes() -> None:
     def bump_versions(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         for group in optimizer.param_groups:
             for parameter in group["params"]:
-                if not parameter.is_inference():  # an inference tensor has no version counter
+                # what a step updates: parameters with a gradient (frozen ones, as a LoRA's base, are left alone, and a
+                # graph that saved them may still run its backward); an inference tensor has no version counter
+                if parameter.grad is not None and not parameter.is_inference():
                     torch.autograd.graph.increment_version(parameter)
 
     _step_hook = register_optimizer_step_post_hook(bump_versions)
@@ -135,21 +167,24 @@ class FrozenInference:
         torch.compiler.reset()  # no graph of this model's code from before: see the module docstring
         self.model = model.eval()
         self.compiled = torch.compile(model, **compile_kwargs)
-        self.modules = list(model.modules())
-        self.frozen_state: tuple | None = None  # recorded at the first call, when it traces
+        self.modules: list[nn.Module] = []  # listed at the first call, when it traces: a head swapped before is in
+        self.frozen_state: tuple | None = None  # recorded at the first call
         self.frozen_weights: dict[str, tuple[int, int]] = {}  # the same, named: for the error message
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.frozen_state is None:
+            self.modules = list(self.model.modules())
+            self.frozen_weights = weights_fingerprint(self.model)
         state = weights_state(self.modules)
         if self.frozen_state is None:
-            self.frozen_state, self.frozen_weights = state, weights_fingerprint(self.model)
+            self.frozen_state = state
         elif state != self.frozen_state:
             weights = weights_fingerprint(self.model)
             changed = [
                 name
                 for name in weights.keys() | self.frozen_weights.keys()
                 if weights.get(name) != self.frozen_weights.get(name)
-            ] or ["a submodule replaced"]
+            ] or ["a parameter, buffer or submodule replaced"]
             shown = ", ".join(sorted(changed)[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
             raise RuntimeError(STALE_WEIGHTS.format(names=shown))
         if self.model.training:

@@ -3,12 +3,14 @@ from weights that changed after they were frozen. A recording backend stands in 
 stay fast; the README's serving example compiles the full model with inductor itself, in bf16, and test_readme.py
 compares its logits with the eager model's."""
 
+import threading
+
 import pytest
 import torch
 from torch import nn
 
 from swin_tiny_hf import SwinTinyConfig, SwinTinyForImageClassification
-from swin_tiny_hf.frozen_compile import compile_frozen, freezing_on
+from swin_tiny_hf.frozen_compile import compile_frozen
 
 TINY = dict(image_size=32, patch_size=2, embed_dim=16, depths=[2, 2], num_heads=[1, 2], window_size=4, num_labels=5)
 
@@ -124,22 +126,76 @@ def test_training_mode_and_non_modules_are_refused(model):
         serve(torch.randn(2, 3, 32, 32))
 
 
-def test_the_freezing_flag_stays_on_until_the_last_overlapping_call_returns():
-    """Calls from two threads overlap: the first to return must not turn the flag off under the other, still tracing;
-    once both returned, the flag is as it was."""
+def test_overlapping_calls_from_two_threads_each_trace_frozen_and_leave_the_flag_as_it_was(model):
+    """A threaded server: the second thread's call starts while the first's runs, and the first returns first. Both
+    must trace with freezing on (inductor's config is per thread in recent PyTorch: a flag set by the first thread
+    alone would leave the second unfrozen), and neither thread keeps the flag afterwards."""
     from torch._inductor import config as inductor_config
 
-    first, second = freezing_on(), freezing_on()
-    first.__enter__()
-    second.__enter__()
-    first.__exit__(None, None, None)  # the first call returns while the second still runs
-    assert inductor_config.freezing is True
-    second.__exit__(None, None, None)
+    first_inside, second_inside, first_returned = threading.Event(), threading.Event(), threading.Event()
+    traced, after = {}, {}
+
+    def backend_for(name):
+        def backend(graph_module, example_inputs):
+            traced.setdefault(name, []).append(inductor_config.freezing)
+            return graph_module.forward
+
+        return backend
+
+    other = SwinTinyForImageClassification(SwinTinyConfig(**TINY))
+    serves = {"first": compile_frozen(model, backend=backend_for("first"))}
+    serves["second"] = compile_frozen(other, backend=backend_for("second"))  # before any call: no graph to reset
+
+    def serve(name, wait_for, then_set):
+        def hook(module, args):  # inside the call (after freezing_on), before the trace: let the threads interleave
+            then_set.set()
+            wait_for.wait(timeout=30)
+
+        handle = serves[name].model.swin.embeddings.register_forward_pre_hook(hook)
+        serves[name](torch.randn(2, 3, 32, 32))
+        handle.remove()
+        if name == "first":
+            first_returned.set()
+        else:
+            first_returned.wait(timeout=30)
+        after[name] = inductor_config.freezing
+
+    threads = [
+        threading.Thread(target=serve, args=("first", second_inside, first_inside)),
+        threading.Thread(target=serve, args=("second", first_inside, second_inside)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert traced and all(traced.get(name) and all(traced[name]) for name in ("first", "second")), traced
+    assert after == {"first": False, "second": False}
     assert inductor_config.freezing is False
-    with inductor_config.patch(freezing=True):  # a process that set it itself keeps it
-        with freezing_on():
-            pass
-        assert inductor_config.freezing is True
+
+
+def test_the_optimizer_hook_leaves_parameters_without_a_gradient_alone():
+    """A LoRA-style step: the optimizer holds a frozen base layer too, and a graph built before the step that saved
+    the base weight is differentiated after it. The step updated the adapter only, so only its version may move."""
+    compile_frozen(nn.Linear(2, 2), backend=RecordingBackend())  # registers the hook, as any first use does
+    base, adapter = nn.Linear(4, 4).requires_grad_(False), nn.Linear(4, 4)
+    optimizer = torch.optim.AdamW([*adapter.parameters(), *base.parameters()], lr=0.1, fused=True)
+    x = torch.randn(2, 4)
+    first, second = base(adapter(x)).sum(), base(adapter(x)).pow(2).sum()
+    first.backward()
+    base_version, adapter_version = base.weight._version, adapter.weight._version
+    optimizer.step()
+    assert base.weight._version == base_version and adapter.weight._version > adapter_version
+    second.backward()  # base.weight, saved before the step, is unchanged: no in-place error
+
+
+def test_a_head_swapped_between_compiling_and_the_first_call_is_watched(model):
+    serve = compile_frozen(model, backend=RecordingBackend())
+    model.classifier = nn.Linear(model.classifier.in_features, 5)  # before the first call: this head is traced
+    serve(torch.randn(2, 3, 32, 32))
+    with torch.no_grad():
+        model.classifier.weight.mul_(2)
+    with pytest.raises(RuntimeError, match=r"\(classifier\.weight\)"):
+        serve(torch.randn(2, 3, 32, 32))
 
 
 def test_compiling_again_after_a_change_traces_the_new_weights(model):
