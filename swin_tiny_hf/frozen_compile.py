@@ -116,7 +116,7 @@ def freezing_on() -> Iterator[None]:
 def weights_fingerprint(model: nn.Module) -> dict[str, tuple[int, int]]:
     """{name: (storage address, version counter)} of every parameter and buffer: it changes when a weight is written
     in place (optimizer steps, `load_state_dict`, `mul_` under no_grad) or replaced. For the error message; each call
-    compares `weights_state` (the same, without names, at a fifth of the cost)."""
+    compares `weights_state` (the same, without names, at a third of the cost)."""
     named = itertools.chain(
         model.named_parameters(remove_duplicate=False), model.named_buffers(remove_duplicate=False)
     )
