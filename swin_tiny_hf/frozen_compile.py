@@ -172,13 +172,11 @@ class FrozenInference:
         self.frozen_weights: dict[str, tuple[int, int]] = {}  # the same, named: for the error message
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if self.frozen_state is None:
+        if self.frozen_state is None:  # the first call: it traces the model as it is now
             self.modules = list(self.model.modules())
             self.frozen_weights = weights_fingerprint(self.model)
-        state = weights_state(self.modules)
-        if self.frozen_state is None:
-            self.frozen_state = state
-        elif state != self.frozen_state:
+            self.frozen_state = weights_state(self.modules)
+        elif weights_state(self.modules) != self.frozen_state:
             weights = weights_fingerprint(self.model)
             changed = [
                 name

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from swin_tiny_hf import SwinTinyConfig, SwinTinyForImageClassification
+from swin_tiny_hf import SwinTinyConfig, SwinTinyForImageClassification, frozen_compile
 from swin_tiny_hf.frozen_compile import compile_frozen
 
 TINY = dict(image_size=32, patch_size=2, embed_dim=16, depths=[2, 2], num_heads=[1, 2], window_size=4, num_labels=5)
@@ -171,6 +171,25 @@ def test_overlapping_calls_from_two_threads_each_trace_frozen_and_leave_the_flag
     assert traced and all(traced.get(name) and all(traced[name]) for name in ("first", "second")), traced
     assert after == {"first": False, "second": False}
     assert inductor_config.freezing is False
+
+
+def test_where_the_config_is_the_processs_the_flag_stays_on_until_the_last_overlapping_call_returns(monkeypatch):
+    """An older PyTorch keeps one inductor config for the process: calls from two threads overlap, and the first to
+    return must not turn the flag off under the other; once both returned, the flag is as it was."""
+    from torch._inductor import config as inductor_config
+
+    monkeypatch.setattr(frozen_compile, "config_is_per_thread", lambda: False)
+    first, second = frozen_compile.freezing_on(), frozen_compile.freezing_on()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)  # the first call returns while the second still runs
+    assert inductor_config.freezing is True
+    second.__exit__(None, None, None)
+    assert inductor_config.freezing is False
+    with inductor_config.patch(freezing=True):  # a process that set it itself keeps it
+        with frozen_compile.freezing_on():
+            pass
+        assert inductor_config.freezing is True
 
 
 def test_the_optimizer_hook_leaves_parameters_without_a_gradient_alone():
