@@ -10,6 +10,9 @@ At 64 px the reference is timm's SwinTransformer at the same config (default att
 attention); transformers' Swin cannot run at 64 px, so it is compared at 224 px (classic Swin-T).
 `--compare_with DIR` adds the swin_tiny_hf of another checkout (e.g. `git worktree add DIR <commit>`) at
 both sizes, same weights, timed in the same round-robin: a before/after of a change, measured in one run.
+`--compiled` adds swin_tiny_hf through `torch.compile` (inductor, default mode; train.py's `--torch_compile`) at
+64 px, fp32 and bf16 autocast: the training graph and the inference graph each compile in the warm-up, whose time
+is printed (minutes on a CPU).
 """
 
 from __future__ import annotations
@@ -85,7 +88,7 @@ def flops(model, pixels, train: bool) -> float:
 
 
 class Candidate:
-    def __init__(self, name, model, pixels, labels, autocast_dtype=None):
+    def __init__(self, name, model, pixels, labels, autocast_dtype=None, compiled=False):
         self.name, self.model, self.pixels, self.labels = name, model, pixels, labels
         self.autocast = dict(device_type="cpu", dtype=autocast_dtype, enabled=autocast_dtype is not None)
         # fused, as train.py's: one kernel for all parameters (the for-loop default was 7% of a bf16 step here)
@@ -93,16 +96,18 @@ class Candidate:
         self.times = {"inference": [], "train": []}  # every round's seconds
         self.parameters = sum(p.numel() for p in model.parameters())
         self.flops = {"inference": flops(model.eval(), pixels, False), "train": flops(model.train(), pixels, True)}
+        # the FLOPs are counted on the eager model; a compiled one runs the same arithmetic through inductor's kernels
+        self.runner = torch.compile(model) if compiled else model
 
     def inference(self):
         self.model.eval()
         with torch.no_grad(), torch.autocast(**self.autocast):
-            self.model(self.pixels)
+            self.runner(self.pixels)
 
     def train_step(self):
         self.model.train()
         with torch.autocast(**self.autocast):
-            logits = logits_of(self.model(self.pixels))
+            logits = logits_of(self.runner(self.pixels))
         loss = torch.nn.functional.cross_entropy(logits.float(), self.labels)
         loss.backward()
         self.optimizer.step()
@@ -124,9 +129,12 @@ def spread(times: list[float], batch: int) -> str:
 
 
 def run(candidates: list[Candidate], repeats: int, machine_gflops: float, title: str) -> None:
-    for candidate in candidates:  # warm-up
+    for candidate in candidates:  # warm-up (and a compiled candidate's compilation)
+        start = time.perf_counter()
         candidate.inference()
         candidate.train_step()
+        if candidate.runner is not candidate.model:
+            print(f"{candidate.name}: compiled in {time.perf_counter() - start:.0f} s (its warm-up)")
     for _ in range(repeats):
         for candidate in candidates:
             candidate.measure()
@@ -208,6 +216,11 @@ def main() -> None:
     parser.add_argument("--skip_224", action="store_true")
     parser.add_argument("--skip_bf16", action="store_true", help="leave out the bf16 autocast rows at 64 px")
     parser.add_argument("--compare_with", metavar="DIR", help="another checkout's swin_tiny_hf, timed alongside")
+    parser.add_argument(
+        "--compiled",
+        action="store_true",
+        help="add swin_tiny_hf through torch.compile at 64 px (compiles for minutes)",
+    )
     add_malloc_flag(parser)
     args = parser.parse_args()
     malloc = malloc_as_asked(args)
@@ -238,6 +251,18 @@ def main() -> None:
             pixels,
             labels,
         ),
+    ]
+    if args.compiled:
+        candidates.append(
+            Candidate(
+                "swin_tiny_hf (sdpa, torch.compile)",
+                SwinTinyForImageClassification(config),
+                pixels,
+                labels,
+                compiled=True,
+            )
+        )
+    candidates += [
         Candidate("timm SwinTransformer", timm_swin(False, **small), pixels, labels),
         Candidate("timm SwinTransformer (fused attn)", timm_swin(True, **small), pixels, labels),
     ]
@@ -259,6 +284,18 @@ def main() -> None:
                 torch.bfloat16,
             ),
         ]
+        if args.compiled:
+            candidates.insert(
+                -1,
+                Candidate(
+                    "swin_tiny_hf (sdpa, bf16 autocast, torch.compile)",
+                    SwinTinyForImageClassification(config),
+                    pixels,
+                    labels,
+                    torch.bfloat16,
+                    compiled=True,
+                ),
+            )
         if compared:
             candidates.insert(
                 -1,
