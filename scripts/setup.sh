@@ -24,15 +24,22 @@ if [ ! -f "$stamp" ]; then
     # the torch they were built for (a mismatched pair fails with "operator torchvision::nms does not exist").
     # --no-compile, then one compileall on every core: pip writes each package's bytecode on one core, which took
     # a third of the install here (torch alone: 39 s with, 20 s without). The bytecode is still written, so that no
-    # process compiles the sources on import (nor fails to cache them, under PYTHONDONTWRITEBYTECODE).
-    echo "setup: installing torch 2.14.1 and torchvision 0.29.1 (a few minutes the first time)"
+    # process compiles the packages' sources on import (nor fails to cache them, under PYTHONDONTWRITEBYTECODE).
+    echo "setup: installing torch 2.14.1 and torchvision 0.29.1 (a minute or more the first time)"
     run .venv/bin/python -m pip install --no-compile "torch==2.14.1" "torchvision==0.29.1"
     echo "setup: installing swin_tiny_hf and its test tools (pip install -e '.[test]')"
     run .venv/bin/python -m pip install --no-compile -e ".[test]"
     echo "setup: writing the packages' bytecode"
-    # Its exit status is not checked: some packages ship files that are not Python 3 (templates, examples), which
-    # fail to compile here as they do in pip's own step, which ignores them too.
-    .venv/bin/python -m compileall -q -j 0 .venv/lib >>"$log" 2>&1 || true
+    # Exit status 1 says some files did not compile: packages ship files that are not Python 3 (templates, code for
+    # another Python), which pip's own step skips too. Anything above 1 (killed, crashed) fails the set-up, so that
+    # the next run installs again.
+    status=0
+    .venv/bin/python -m compileall -q -j 0 .venv/lib >>"$log" 2>&1 || status=$?
+    if [ "$status" -gt 1 ]; then
+        echo "setup: failed: compileall (exit status $status)" >&2
+        tail -n 40 "$log" >&2
+        exit 1
+    fi
     rm -f .venv/.installed-*
     touch "$stamp"
     echo "setup: installed in ${SECONDS} s (pip's log: $log)"
