@@ -29,17 +29,14 @@ if [ ! -f "$stamp" ]; then
     run .venv/bin/python -m pip install --no-compile "torch==2.14.1" "torchvision==0.29.1"
     echo "setup: installing swin_tiny_hf and its test tools (pip install -e '.[test]')"
     run .venv/bin/python -m pip install --no-compile -e ".[test]"
+    compile_bytecode() {
+        # Exit status 1 says some files did not compile: packages ship files that are not Python 3 (templates, code
+        # for another Python), which pip's own step skips too. Anything above 1 (killed, crashed) fails the set-up,
+        # so that the next run installs again.
+        .venv/bin/python -m compileall -q -j 0 .venv/lib || [ $? -eq 1 ]
+    }
     echo "setup: writing the packages' bytecode"
-    # Exit status 1 says some files did not compile: packages ship files that are not Python 3 (templates, code for
-    # another Python), which pip's own step skips too. Anything above 1 (killed, crashed) fails the set-up, so that
-    # the next run installs again.
-    status=0
-    .venv/bin/python -m compileall -q -j 0 .venv/lib >>"$log" 2>&1 || status=$?
-    if [ "$status" -gt 1 ]; then
-        echo "setup: failed: compileall (exit status $status)" >&2
-        tail -n 40 "$log" >&2
-        exit 1
-    fi
+    run compile_bytecode
     rm -f .venv/.installed-*
     touch "$stamp"
     echo "setup: installed in ${SECONDS} s (pip's log: $log)"
