@@ -67,7 +67,8 @@ def run_without_the_package(script: str, tmp_path) -> str:
 class LongTestNotes:
     """Progress while a test runs long: pytest shows a test only when it ends, and the end-to-end runs take minutes
     each. After 30 s, and then every minute, a line names the test and the time so far; pytest's next result starts
-    a fresh line with the file's name (scripts/test.sh runs pytest at its default verbosity, a line per file)."""
+    a fresh line. With pytest-xdist's workers (scripts/test.sh) tests run side by side: each has its own notes,
+    written by the controller, which hears of every test's start and end."""
 
     first_note_s, note_every_s = 30, 60
 
@@ -76,7 +77,7 @@ class LongTestNotes:
         self.terminal_fd = terminal_fd  # a copy of the terminal's fd 1, taken before pytest captures the tests' fd 1
         self.lock = threading.Lock()
         self.noted = False  # a note was written since pytest's last output
-        self.stop, self.thread = threading.Event(), None
+        self.running: dict[str, tuple[threading.Event, threading.Thread]] = {}  # by test id
 
     def notes(self, nodeid: str, stop: threading.Event) -> None:
         start, wait = time.monotonic(), self.first_note_s
@@ -102,11 +103,19 @@ class LongTestNotes:
         else:
             self.terminal.write_line("")
 
+    def stop_notes(self, nodeid: str) -> None:
+        stop, thread = self.running.pop(nodeid, (None, None))
+        if stop is not None:
+            stop.set()
+            thread.join()
+
     @pytest.hookimpl
     def pytest_runtest_logstart(self, nodeid, location):
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.notes, args=(nodeid, self.stop), daemon=True)
-        self.thread.start()
+        self.stop_notes(nodeid)  # a test run again (a plugin's rerun) starts its count afresh
+        stop = threading.Event()
+        thread = threading.Thread(target=self.notes, args=(nodeid, stop), daemon=True)
+        self.running[nodeid] = (stop, thread)
+        thread.start()
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_logreport(self, report):
@@ -116,17 +125,41 @@ class LongTestNotes:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_logfinish(self, nodeid, location):
-        self.stop.set()
-        self.thread.join()
-        self.new_line_after_a_note(nodeid)
+        self.stop_notes(nodeid)
+        with self.lock:
+            self.new_line_after_a_note(nodeid)
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self):
-        self.stop.set()  # a test interrupted (Ctrl-C, -x) never finishes: no note during pytest's summary
+        for nodeid in list(self.running):  # a test interrupted (Ctrl-C, -x, a worker lost) never finishes
+            self.stop_notes(nodeid)
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first, the others in their order: with pytest-xdist's workers (scripts/test.sh) the longest
+    start at once and the short ones fill in around them, rather than one starting last while the other workers
+    have nothing left to run."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+def share_the_cpus(workers: int) -> int:
+    """In each of `workers` pytest-xdist workers: this process's share of the CPUs as threads, for torch here and,
+    through OMP_NUM_THREADS, for the processes the tests start (train.py, accelerate launch, the quick start). Two
+    threads on one core wait for each other at every OpenMP barrier and slow both several times over (BENCHMARKS.md).
+    An OMP_NUM_THREADS set before pytest started is kept. Returns the threads."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # not on macOS
+    if not os.environ.get("OMP_NUM_THREADS"):
+        os.environ["OMP_NUM_THREADS"] = str(max(1, cpus // workers))
+    threads = int(os.environ["OMP_NUM_THREADS"].split(",")[0])  # OpenMP's nested form "4,2": the outer level
+    torch.set_num_threads(threads)
+    return threads
 
 
 @pytest.hookimpl(trylast=True)  # after pytest's terminal reporter is registered
 def pytest_configure(config):
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: the controller, which has the terminal, writes notes
+        share_the_cpus(config.workerinput["workercount"])
+        return
     terminal = config.pluginmanager.get_plugin("terminalreporter")
     capture = config.pluginmanager.get_plugin("capturemanager")
     if terminal is None or capture is None:

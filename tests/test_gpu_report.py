@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_every_section(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "gpu_report.py"), "--output_dir", str(tmp_path), "--smoke"],

@@ -43,6 +43,7 @@ def readme_commands() -> list[str]:
     return commands
 
 
+@pytest.mark.slow
 def test_python_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     python = [(section, code) for section, code in readme_blocks("python") if "Trainer" not in section]

@@ -344,6 +344,7 @@ def test_readme_quickstart_reaches_95_percent_on_digits(tmp_path):
     assert results["best_eval_accuracy"] >= 0.95, results
 
 
+@pytest.mark.slow
 def test_torch_compile_run_saves_plain_loadable_weights(tmp_path):
     """--torch_compile trains through inductor; the saved model has the plain names and loads everywhere."""
     # one block a stage: inductor's first compilation (a fresh machine has no cache) takes half TINY_MODEL's time
@@ -408,6 +409,7 @@ def test_sigterm_in_evaluation_checkpoints_the_trained_epoch_and_resumes_exactly
     assert history_without_timing(tmp_path / "run") == history_without_timing(uninterrupted)
 
 
+@pytest.mark.slow
 def test_a_signal_to_one_of_two_processes_stops_both_at_the_same_step(two_process_run, tmp_path):
     """SIGUSR1 to rank 1 only, at its step 3: both processes agree (one step later: the agreement is an all-reduce
     started at one step and read at the next), write step_4, and stop; the resume is exact."""

@@ -46,12 +46,16 @@ TIN_RUN = [
     *"--mix_off_last_epochs 0 --dataloader_num_workers 2".split(),
 ]
 # Two processes on CPUs: `accelerate launch --cpu` starts one process whatever --num_processes says; this is
-# accelerate's multi-process launcher (torchrun) with the CPU forced (ACCELERATE_USE_CPU): DDP over gloo.
+# accelerate's multi-process launcher (torchrun) with the CPU forced (ACCELERATE_USE_CPU): DDP over gloo. Each
+# pytest-xdist worker (scripts/test.sh runs two or more) has its own rendezvous port, so that two such runs at once
+# do not meet on torchrun's default one (29500).
+XDIST_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw"))
 TWO_PROCESSES = (
     sys.executable,
     "-m",
     "accelerate.commands.launch",
     *"--multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no".split(),
+    *f"--main_process_port {29501 + XDIST_WORKER}".split(),
 )
 TWO_CPU_PROCESSES_ENV = {"ACCELERATE_USE_CPU": "true"}
 TIMING = ("images_per_second", "epoch_seconds", "data_seconds", "eval_seconds")
