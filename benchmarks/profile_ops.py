@@ -67,8 +67,44 @@ def iteration(model, pixels, labels, optimizer, train: bool, dtype):
     optimizer.zero_grad(set_to_none=True)
 
 
+# Where a copy comes from, read from the operators that called it (innermost first): the first pattern found in the
+# chain of its callers names its origin.
+COPY_ORIGINS = (
+    ("weight gradients to fp32 (autocast's weight cast, backward)", ("ToCopyBackward",)),
+    ("bias broadcast into addmm's output (before the product)", ("aten::addmm",)),
+    ("weights to the autocast dtype (autocast's weight cast, forward)", ("aten::to < aten::linear",)),
+    ("torch.roll (a cat of two slices, one dimension at a time)", ("aten::roll",)),
+    ("q, k, v gradients stacked (unbind's backward)", ("UnbindBackward",)),
+    ("layouts: permute + reshape / flatten, forward and backward", ("ViewBackward", "aten::reshape", "aten::flatten")),
+    ("LayerNorm's contiguous input", ("layer_norm",)),
+)
+
+
+def copy_origin(callers: list[str]) -> str:
+    chain = " < ".join(callers)
+    for origin, patterns in COPY_ORIGINS:
+        if any(p in chain for p in patterns):
+            return origin
+    return "other"
+
+
+def copies_by_origin(prof, steps: int) -> dict[str, float]:
+    """Self seconds per iteration of the copies (`aten::copy_`, `aten::cat`), by origin (COPY_ORIGINS)."""
+    origins = defaultdict(float)
+    for event in prof.events():
+        if event.name not in ("aten::copy_", "aten::cat"):
+            continue
+        callers, parent = [], event.cpu_parent
+        while parent is not None and len(callers) < 4:
+            callers.append(parent.name)
+            parent = parent.cpu_parent
+        origins[copy_origin(callers)] += event.self_cpu_time_total / 1e6 / steps
+    return origins
+
+
 def profile_one(model, pixels, labels, train: bool, dtype, steps: int):
-    """{operator: (self seconds, calls, flops)} per iteration, and the iteration's total self seconds."""
+    """{operator: (self seconds, calls, flops)} per iteration, the iteration's total self seconds, and the copies'
+    self seconds per iteration by origin."""
     model.train(train)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as train.py's
     for _ in range(2):  # warm-up: oneDNN primitives and autocast caches are built on the first calls
@@ -81,7 +117,7 @@ def profile_one(model, pixels, labels, train: bool, dtype, steps: int):
         if event.self_cpu_time_total <= 0:
             continue
         rows[event.key] = (event.self_cpu_time_total / 1e6 / steps, event.count / steps, (event.flops or 0) / steps)
-    return rows, sum(seconds for seconds, _, _ in rows.values())
+    return rows, sum(seconds for seconds, _, _ in rows.values()), copies_by_origin(prof, steps)
 
 
 def flops_by_family(model, pixels, labels, train: bool, dtype) -> dict[str, float]:
@@ -115,6 +151,14 @@ def print_table(title: str, rows, total: float, ceiling: float, top: int, family
         flops = family_flops.get(family, 0.0)
         rate = f"{flops / seconds / 1e9:.0f} ({100 * flops / seconds / 1e9 / ceiling:.0f}%)" if flops else ""
         print(f"| {family} | {1000 * seconds:.1f} | {100 * seconds / total:.1f}% | {rate} |")
+
+
+def print_copies(copies: dict[str, float], total: float) -> None:
+    print("\n| copies (`aten::copy_`, `aten::cat`) by origin | ms / iteration | share |")
+    print("| --- | --- | --- |")
+    for origin, seconds in sorted(copies.items(), key=lambda item: -item[1]):
+        print(f"| {origin} | {1000 * seconds:.1f} | {100 * seconds / total:.1f}% |")
+    print(f"| all copies | {1000 * sum(copies.values()):.1f} | {100 * sum(copies.values()) / total:.1f}% |")
 
 
 def cpu_name() -> str:
@@ -162,10 +206,11 @@ def main() -> None:
             for mode in args.modes:
                 model = builders[name]()
                 dtype = torch.bfloat16 if precision == "bf16" else None
-                rows, total = profile_one(model, pixels, labels, mode == "train", dtype, args.steps)
+                rows, total, copies = profile_one(model, pixels, labels, mode == "train", dtype, args.steps)
                 family_flops = flops_by_family(model, pixels, labels, mode == "train", dtype)
                 title = f"{name}, {precision}, {mode} (batch {args.batch_size})"
                 print_table(title, rows, total, ceilings[precision], args.top, family_flops)
+                print_copies(copies, total)
 
 
 if __name__ == "__main__":
