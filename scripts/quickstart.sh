@@ -9,15 +9,10 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # Every launch value named, so the quick start needs no accelerate configuration and prints no warning about
 # values it assumed; left alone, the threads would be 1 (no configuration) or the physical cores: the one
-# process gets every core, or the threads OMP_NUM_THREADS names where it is set (scripts/test.sh sets it to share
-# the cores among its workers).
-threads=$(nproc)
-if [[ "${OMP_NUM_THREADS:-}" =~ ^[1-9][0-9]*$ ]]; then
-    threads=$OMP_NUM_THREADS
-fi
+# process gets every core.
 # --overwrite_output_dir: running the quick start again replaces the previous quick start's outputs.
 # -q: a run that stops shows its own message once, not again inside accelerate's traceback.
 HF_HUB_OFFLINE=1 .venv/bin/accelerate launch -q --num_processes 1 --num_machines 1 --mixed_precision no \
-    --dynamo_backend no --num_cpu_threads_per_process "$threads" train.py \
+    --dynamo_backend no --num_cpu_threads_per_process "$(nproc)" train.py \
     --dataset_name digits --output_dir outputs/digits --overwrite_output_dir \
     --num_train_epochs 6 --warmup_epochs 1 --learning_rate 5e-4 --hflip_prob 0 "$@"

@@ -13,7 +13,7 @@ bash scripts/setup.sh
 # which start first, spread over the workers. With arguments (a file, -k, -x, --pdb), pytest runs in one process as
 # they expect, unless they ask for workers themselves (-n 2). One CPU: always one process.
 workers=()
-cpus=$(nproc)
+cpus=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) # the CPUs this process may use: nproc alone counts OMP's
 if [ "$#" -eq 0 ] && [ "$cpus" -gt 1 ]; then
     workers=(-n "$((cpus < 4 ? cpus : 4))" --maxschedchunk 1)
 fi

@@ -195,7 +195,7 @@ def two_process_run(tmp_path_factory):
     return folder
 
 
-@pytest.mark.slow  # with the slow test that shares two_process_run: sorted first, both, the run is made once
+@pytest.mark.slow  # as the slow test that shares two_process_run: sorted apart, one process would make the run twice
 def test_two_cpu_processes_count_every_validation_sample_once(two_process_run, tmp_path):
     """37 samples over 2 processes in batches of 8: accelerate pads the last batches, gather_for_metrics drops them.
     The two processes' scores are those of the saved model scored by one process; a model whose trunk did not
