@@ -194,8 +194,8 @@ def test_upernet_segmentation_with_the_backbone_trains_saves_and_reloads(tmp_pat
     assert isinstance(reloaded.config.backbone_config, SwinTinyConfig)
     saved, loaded = model.state_dict(), reloaded.state_dict()
     assert saved.keys() == loaded.keys() and all(torch.equal(saved[k], loaded[k]) for k in saved)
-    # The same bits at other addresses (the loaded weights are views of the file, not 64-byte aligned): oneDNN
-    # picks its kernels by alignment and thread count, so the logits agree to fp32 rounding, not bit for bit.
+    # The same bits at other addresses (the loaded weights are views of the file, not 64-byte aligned): the CPU
+    # kernels take their paths by alignment and thread count, so the logits agree to fp32 rounding, not bit for bit.
     with torch.no_grad():
         torch.testing.assert_close(reloaded(pixel_values=pixels).logits, model(pixel_values=pixels).logits)
     # the backbone's weights went into the UperNet checkpoint under backbone.*
