@@ -95,14 +95,19 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity; the count of all CPUs where there is none, as on macOS)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def share_the_cpus(workers: int) -> int:
     """In each of `workers` pytest-xdist workers: this process's share of the CPUs as threads, for torch here and,
     through OMP_NUM_THREADS, for the processes the tests start (train.py, accelerate launch, the quick start). Two
     threads on one core wait for each other at every OpenMP barrier and slow both several times over (BENCHMARKS.md).
     An OMP_NUM_THREADS set before pytest started to a whole number of threads is kept. Returns the threads."""
+    # also in place of an empty value, 0, or a form accelerate rejects ("3,1")
     if not os.environ.get("OMP_NUM_THREADS", "").isdigit() or int(os.environ["OMP_NUM_THREADS"]) < 1:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1  # macOS
-        os.environ["OMP_NUM_THREADS"] = str(max(1, cpus // workers))  # also in place of 0 or a form accelerate rejects
+        os.environ["OMP_NUM_THREADS"] = str(max(1, usable_cpus() // workers))
     threads = int(os.environ["OMP_NUM_THREADS"])
     import torch  # here, in a worker: this module stays light to import
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from suite_runner import LongTestNotes, share_the_cpus
+from suite_runner import LongTestNotes, share_the_cpus, usable_cpus
 
 A, B = "tests/a.py::test_long", "tests/b.py::test_longer"
 SUITE_RUNNER = Path(__file__).resolve().parent / "suite_runner.py"
@@ -56,14 +56,20 @@ def notes_and_output():
             written += take()
         return written
 
-    yield notes, take, take_until
+    def written_after_the_end() -> str:
+        """What is written in the 0.2 s (four notes' time) after what was written so far is taken."""
+        take()
+        time.sleep(0.2)
+        return take()
+
+    yield notes, take, take_until, written_after_the_end
     notes.pytest_sessionfinish()
     os.close(read_end)
     os.close(write_end)
 
 
 def test_two_tests_side_by_side_each_note_until_its_own_end(notes_and_output):
-    notes, take, take_until = notes_and_output
+    notes, take, take_until, written_after_the_end = notes_and_output
     notes.pytest_runtest_logstart(A, None)
     notes.pytest_runtest_logstart(B, None)  # on the other worker, before A ends
     both = take_until(lambda written: A in written and B in written)
@@ -73,30 +79,24 @@ def test_two_tests_side_by_side_each_note_until_its_own_end(notes_and_output):
     after_a = take_until(lambda written: written.count(B) >= 2)  # two of B's notes
     assert after_a.count(f"{B}: running for") >= 2 and A not in after_a
     notes.pytest_runtest_logfinish(B, None)
-    take()
-    time.sleep(0.2)
-    assert take() == "" and notes.running == {}
+    assert written_after_the_end() == "" and notes.running == {}
 
 
 def test_a_test_whose_worker_died_notes_no_more(notes_and_output):
-    notes, take, take_until = notes_and_output
+    notes, take, take_until, written_after_the_end = notes_and_output
     notes.pytest_runtest_logstart(A, None)
     assert A in take_until(lambda written: A in written)
     notes.pytest_handlecrashitem(crashitem=A, report=None, sched=None)  # pytest-xdist's hook: no logfinish comes
-    take()
-    time.sleep(0.2)
-    assert take() == "" and notes.running == {}
+    assert written_after_the_end() == "" and notes.running == {}
 
 
 def test_the_session_end_stops_the_notes_of_tests_that_never_finished(notes_and_output):
-    notes, take, take_until = notes_and_output
+    notes, take, take_until, written_after_the_end = notes_and_output
     notes.pytest_runtest_logstart(A, None)
     notes.pytest_runtest_logstart(B, None)
     assert A in take_until(lambda written: A in written and B in written)
     notes.pytest_sessionfinish()
-    take()
-    time.sleep(0.2)
-    assert take() == "" and notes.running == {}
+    assert written_after_the_end() == "" and notes.running == {}
 
 
 @pytest.fixture
@@ -108,7 +108,7 @@ def threads_restored():
 
 @pytest.mark.usefixtures("threads_restored")
 def test_each_worker_takes_its_share_of_the_cpus_unless_omp_num_threads_is_set(monkeypatch):
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = usable_cpus()
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert share_the_cpus(1) == cpus == torch.get_num_threads() and os.environ["OMP_NUM_THREADS"] == str(cpus)
     monkeypatch.delenv("OMP_NUM_THREADS")
