@@ -39,7 +39,8 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> dict[str, float]:
     and bf16 (torch.mm, oneDNN).
 
     The fp32 two are the same arithmetic. On AMD CPUs MKL takes its AVX2 path, oneDNN uses AVX-512; the
-    faster of the two is this machine's fp32 ceiling, and the rate swin_tiny_hf's linears run at on CPU.
+    faster of the two is this machine's fp32 ceiling. swin_tiny_hf trains its fp32 linears as the convolution on
+    AMD CPUs and as MKL's product elsewhere (`convolutions_pay_for_fp32_linears`), whichever rate is the faster here.
     """
     a, b = torch.randn(size, size), torch.randn(size, size)
     image = a.view(1, size, size // 64, 64).contiguous(memory_format=torch.channels_last)  # size tokens, NHWC

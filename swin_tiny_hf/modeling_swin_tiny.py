@@ -4,7 +4,8 @@ Layout of the feature map is channels-last, (B, H, W, C), from the patch embeddi
 norm. Window partition is not a separate copy: the qkv projection runs on the whole map and one
 permute both splits heads and gathers windows; one permute after attention merges them back.
 The linears that act on the map (qkv, proj, MLP, patch merging) are `ChannelsLastLinear`: plain
-`nn.Linear` parameters, run as 1x1 convolutions on CPU, where oneDNN is faster than MKL's sgemm. In
+`nn.Linear` parameters, trained in fp32 as 1x1 convolutions on AMD CPUs, where oneDNN is faster than MKL's
+sgemm (`convolutions_pay_for_fp32_linears`), and as plain matrix products elsewhere. In
 inference on the CPU (no gradient to compute) they run as oneDNN's fused linear instead, the first MLP
 linear with its GELU in the same kernel (`onednn_inference_dtype`): the op inductor's CPU fusion calls.
 
@@ -30,6 +31,9 @@ from __future__ import annotations
 
 import functools
 import math
+import platform
+import re
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -154,6 +158,50 @@ def onednn_linear(x: torch.Tensor, linear: nn.Linear, dtype: torch.dtype, activa
     return torch.ops.mkldnn._linear_pointwise(x.to(dtype), linear.weight.to(dtype), bias, activation, [], "none")
 
 
+X86_MACHINES = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})  # `platform.machine()`, lower-cased
+X86_VENDORS = ("GenuineIntel", "AuthenticAMD", "HygonGenuine")  # CPUID's vendor strings
+
+
+def vendor_in(text: str) -> str:
+    """The first x86 vendor string in `text` (/proc/cpuinfo, or Windows' `platform.processor()`), or ""."""
+    match = re.search(r"\b(" + "|".join(X86_VENDORS) + r")\b", text)
+    return match.group(1) if match else ""
+
+
+def cpu_vendor() -> str:
+    """This x86 CPU's vendor as CPUID names it ("GenuineIntel", "AuthenticAMD", "HygonGenuine"), or "" where it is
+    not x86 or cannot be read. Linux lists it in /proc/cpuinfo (its first lines), Windows in `platform.processor()`;
+    elsewhere (macOS) it is not read, and no subprocess is started for it (`platform.processor()` runs `uname -p`
+    on other systems)."""
+    if platform.machine().lower() not in X86_MACHINES:
+        return ""
+    if sys.platform == "win32":
+        return vendor_in(platform.processor())  # e.g. "AMD64 Family 26 Model 2 Stepping 0, AuthenticAMD"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            return vendor_in(f.read(4096))
+    except OSError:  # no /proc (macOS, a sandbox): unknown
+        return ""
+
+
+def convolutions_pay_for_fp32_linears(vendor: str) -> bool:
+    """Whether `ChannelsLastLinear` should train its fp32 linears as oneDNN 1x1 convolutions on a CPU of `vendor`
+    (`cpu_vendor`): on AMD's, and only there, it pays.
+
+    PyTorch sends fp32 matrix products to MKL's sgemm, which takes its AVX2 path on AMD CPUs: there oneDNN's
+    convolution, with AVX-512, was 2x faster forward and 1.7x forward and backward at this model's shapes (AMD Zen
+    5; 1.08x inference and 1.03x training with oneDNN capped at AVX2). On Intel's CPUs MKL runs AVX-512, and the
+    convolution loses: on a Xeon of the 5th generation (family 6 model 207) a training step's linears took 1.35x
+    as long as MKL's, up to 3x at the last two stages' 4x4 and 2x2 maps (BENCHMARKS.md). Other CPUs (ARM, other
+    vendors) were not measured, and keep PyTorch's own path, the plain linear.
+    """
+    return vendor == "AuthenticAMD"
+
+
+# Decided once, at import: a compiler traces no file read, and every forward of a process takes the same kernels.
+FP32_LINEARS_AS_CONVOLUTIONS = convolutions_pay_for_fp32_linears(cpu_vendor())
+
+
 def runs_its_own_forward(module: nn.Module) -> bool:
     """Whether calling `module` would run nothing but `ChannelsLastLinear.forward`: the module is one, unwrapped
     (PEFT's adapters replace it with a wrapper), its `forward` not replaced on the instance (accelerate's hooks, for
@@ -167,19 +215,21 @@ def runs_its_own_forward(module: nn.Module) -> bool:
 
 
 class ChannelsLastLinear(nn.Linear):
-    """`nn.Linear` (same parameters, same state dict) that runs as a 1x1 convolution on CPU feature maps.
+    """`nn.Linear` (same parameters, same state dict) that trains as a 1x1 convolution on AMD CPUs' feature maps.
 
-    On CPU, PyTorch sends fp32 matmuls to MKL's sgemm and convolutions to oneDNN. For this model's
-    (tokens x channels) shapes oneDNN is about 2x faster forward and 1.7x forward + backward on the
-    AVX-512 CPU of BENCHMARKS.md (there MKL takes its AVX2 path: it does not use AVX-512 on AMD). A
-    channels-last (B, H, W, C) map already is the NHWC layout a 1x1 convolution reads and writes, so
-    the two permutes below are views, not copies. With oneDNN capped at AVX2 (a CPU without AVX-512) the
-    whole model still gains, less: 1.08x inference and 1.03x training against plain `nn.Linear` (BENCHMARKS.md).
-    The gain is fp32's: in bf16 (autocast or bf16 weights) matmuls already go to oneDNN's bf16 GEMM, which
-    trains 1.2x faster than its 1x1 convolution here, so bf16 takes the plain `nn.Linear`, as do other inputs
-    (2-D, CUDA) and exported graphs (ONNX has plain matrix products for this). Inference on the CPU (no gradient
-    to compute, see `onednn_inference_dtype`) takes oneDNN's fused linear, in fp32 and bf16: it has no backward,
-    and is 1.1x the convolution forward in fp32.
+    On CPU, PyTorch sends fp32 matmuls to MKL's sgemm and convolutions to oneDNN. On AMD CPUs, where MKL takes
+    its AVX2 path, oneDNN is about 2x faster forward and 1.7x forward + backward for this model's (tokens x
+    channels) shapes, so there (`convolutions_pay_for_fp32_linears`) an fp32 map runs as a 1x1 convolution: a
+    channels-last (B, H, W, C) map already is the NHWC layout it reads and writes, so the two permutes below
+    are views, not copies. With oneDNN capped at AVX2 (an AMD CPU without AVX-512) the whole model still gains,
+    less: 1.08x inference and 1.03x training against plain `nn.Linear` (BENCHMARKS.md). On Intel's CPUs MKL runs
+    AVX-512 and the plain linear is faster, so it stays. The gain is fp32's: in bf16 (autocast or bf16 weights)
+    matmuls already go to oneDNN's bf16 GEMM, which trains 1.2x faster than its 1x1 convolution, so bf16 takes
+    the plain `nn.Linear`, as do other inputs (2-D, CUDA) and exported graphs (ONNX has plain matrix products for
+    this). Inference on the CPU (no gradient to compute, see `onednn_inference_dtype`) takes oneDNN's fused
+    linear, in fp32 and bf16, wherever PyTorch has it: it has no backward, and is 1.1x the convolution forward in
+    fp32 on AMD and about as fast as MKL's linear on Intel (0.97-1.1x a forward's linears), with the MLP's GELU in
+    the same kernel.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -191,6 +241,7 @@ class ChannelsLastLinear(nn.Linear):
             or x.dtype != torch.float32
             or torch.is_autocast_enabled("cpu")
             or torch.compiler.is_exporting()
+            or not FP32_LINEARS_AS_CONVOLUTIONS
         ):
             return super().forward(x)
         weight = self.weight[:, :, None, None]  # (out, in) -> (out, in, 1, 1), a view

@@ -1,8 +1,12 @@
+import io
 import logging
+import platform
 import warnings
+from types import SimpleNamespace
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 
 from swin_tiny_hf import SwinTinyBackbone, SwinTinyConfig, SwinTinyForImageClassification, SwinTinyModel
@@ -404,11 +408,30 @@ def test_a_compiled_forward_records_the_first_labels_problem_type_and_warns_as_e
     assert torch._dynamo.explain(model)(pixel_values, labels=soft).graph_break_count == 0
 
 
-def test_channels_last_linear_is_nn_linear_forward_and_backward():
+class OperatorLog(TorchDispatchMode):
+    """The names of the ATen operators that run inside it (below autograd: the kernels' own ops)."""
+
+    def __init__(self):
+        super().__init__()
+        self.names = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.append(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("as_convolutions", [True, False], ids=["convolution (AMD)", "linear (other CPUs)"])
+def test_channels_last_linear_is_nn_linear_forward_and_backward(monkeypatch, as_convolutions):
+    """Either kernel a CPU gets (`FP32_LINEARS_AS_CONVOLUTIONS`) computes `nn.Linear`'s output and gradients, and
+    the one chosen is the one that runs: the 1x1 convolution on AMD, MKL's product elsewhere."""
+    monkeypatch.setattr(modeling, "FP32_LINEARS_AS_CONVOLUTIONS", as_convolutions)
     torch.manual_seed(0)
     layer = ChannelsLastLinear(7, 5)
     x = torch.randn(2, 3, 4, 7, requires_grad=True)  # (B, H, W, C), non-square map
-    out = layer(x)
+    with OperatorLog() as log:
+        out = layer(x)
+    assert any(name.startswith("convolution") for name in log.names) == as_convolutions, log.names
+    assert any(name.startswith(("addmm", "mm.", "linear")) for name in log.names) != as_convolutions, log.names
     assert out.shape == (2, 3, 4, 5) and out.is_contiguous()
     grad = torch.randn_like(out)
     out.backward(grad)
@@ -422,6 +445,54 @@ def test_channels_last_linear_is_nn_linear_forward_and_backward():
     flat = torch.randn(4, 7)  # 2-D input takes nn.Linear itself
     torch.testing.assert_close(layer(flat), torch.nn.functional.linear(flat, layer.weight, layer.bias))
     assert set(layer.state_dict()) == {"weight", "bias"}
+    torch._dynamo.reset()
+    assert torch._dynamo.explain(layer)(x).graph_break_count == 0  # the choice is a constant to a compiler
+
+
+CPUINFO = """processor\t: 0
+vendor_id\t: {vendor}
+cpu family\t: 25
+model name\t: AMD EPYC 9R14
+"""
+
+
+def test_the_cpu_vendor_is_read_where_each_system_lists_it(monkeypatch):
+    """Windows' processor string, Linux's /proc/cpuinfo, nothing where neither exists or the CPU is not x86."""
+    monkeypatch.setattr(modeling.platform, "machine", lambda: "AMD64")
+    monkeypatch.setattr(modeling, "sys", SimpleNamespace(platform="win32"))
+    monkeypatch.setattr(modeling.platform, "processor", lambda: "AMD64 Family 26 Model 2 Stepping 0, AuthenticAMD")
+    assert modeling.cpu_vendor() == "AuthenticAMD"
+
+    def no_proc(*args, **kwargs):
+        raise FileNotFoundError("/proc/cpuinfo")
+
+    monkeypatch.setattr(modeling, "sys", SimpleNamespace(platform="darwin"))
+    monkeypatch.setattr(modeling, "open", no_proc, raising=False)
+    assert modeling.cpu_vendor() == ""  # and no `uname -p` subprocess: processor() says AMD, unread
+    monkeypatch.setattr(modeling, "sys", SimpleNamespace(platform="linux"))
+    monkeypatch.setattr(modeling, "open", lambda *a, **k: io.StringIO(CPUINFO.format(vendor="AuthenticAMD")))
+    assert modeling.cpu_vendor() == "AuthenticAMD"
+    monkeypatch.setattr(modeling.platform, "machine", lambda: "aarch64")
+    assert modeling.cpu_vendor() == ""
+
+
+def test_fp32_linears_take_convolutions_on_amd_cpus_only():
+    """The vendor read from Linux's /proc/cpuinfo or Windows' processor string, and the rule on it: AMD's CPUs
+    train fp32 linears as convolutions (MKL takes its AVX2 path there), Intel's and unknown ones as MKL's product."""
+    assert modeling.vendor_in(CPUINFO.format(vendor="AuthenticAMD")) == "AuthenticAMD"
+    assert modeling.vendor_in(CPUINFO.format(vendor="GenuineIntel")) == "GenuineIntel"
+    assert modeling.vendor_in("Intel64 Family 6 Model 207 Stepping 2, GenuineIntel") == "GenuineIntel"  # Windows
+    assert modeling.vendor_in("AMD64 Family 26 Model 2 Stepping 0, AuthenticAMD") == "AuthenticAMD"
+    assert modeling.vendor_in("arm") == modeling.vendor_in("") == modeling.vendor_in("NotAuthenticAMDx") == ""
+    assert modeling.convolutions_pay_for_fp32_linears("AuthenticAMD")
+    for other in ("GenuineIntel", "HygonGenuine", ""):
+        assert not modeling.convolutions_pay_for_fp32_linears(other)
+    if platform.system() == "Linux" and platform.machine() == "x86_64":
+        with open("/proc/cpuinfo") as f:
+            listed = {line.split(":", 1)[1].strip() for line in f if line.startswith("vendor_id")}
+        known = listed & set(modeling.X86_VENDORS)  # none under an emulator (an ARM host's list) or another vendor
+        assert known == ({modeling.cpu_vendor()} - {""})
+        assert modeling.FP32_LINEARS_AS_CONVOLUTIONS == (known == {"AuthenticAMD"})
 
 
 def test_initial_spread_of_every_parameter_matches_timms():
