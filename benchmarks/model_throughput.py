@@ -40,7 +40,8 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> dict[str, float]:
 
     The fp32 two are the same arithmetic. On AMD CPUs MKL takes its AVX2 path, oneDNN uses AVX-512; the
     faster of the two is this machine's fp32 ceiling. swin_tiny_hf trains its fp32 linears as the convolution on
-    AMD CPUs and as MKL's product elsewhere (`convolutions_pay_for_fp32_linears`), whichever rate is the faster here.
+    AMD CPUs and as MKL's product elsewhere (`convolutions_pay_for_fp32_linears`: by the CPU's vendor, from the
+    model's own shapes, not from this square product, where the two can trade places).
     """
     a, b = torch.randn(size, size), torch.randn(size, size)
     image = a.view(1, size, size // 64, 64).contiguous(memory_format=torch.channels_last)  # size tokens, NHWC

@@ -192,7 +192,7 @@ def convolutions_pay_for_fp32_linears(vendor: str) -> bool:
     convolution, with AVX-512, was 2x faster forward and 1.7x forward and backward at this model's shapes (AMD Zen
     5; 1.08x inference and 1.03x training with oneDNN capped at AVX2). On Intel's CPUs MKL runs AVX-512, and the
     convolution loses: on a Xeon of the 5th generation (family 6 model 207) a training step's linears took 1.35x
-    as long as MKL's, up to 3x at the last two stages' 4x4 and 2x2 maps (BENCHMARKS.md). Other CPUs (ARM, other
+    as long as MKL's, about 3x at the last stage's 2x2 maps (BENCHMARKS.md). Other CPUs (ARM, other
     vendors) were not measured, and keep PyTorch's own path, the plain linear.
     """
     return vendor == "AuthenticAMD"

@@ -449,6 +449,31 @@ def test_channels_last_linear_is_nn_linear_forward_and_backward(monkeypatch, as_
     assert torch._dynamo.explain(layer)(x).graph_break_count == 0  # the choice is a constant to a compiler
 
 
+def test_the_whole_model_trains_alike_on_either_kernel(monkeypatch):
+    """The convolution path (AMD's) and the plain linear (Intel's, other CPUs') inside the whole model, at its size
+    and at one that pads every stage: the same loss and the same gradient for every parameter, to fp32 rounding.
+    CI runs on either vendor, so each path is exercised wherever it runs."""
+    torch.manual_seed(0)
+    model = SwinTinyForImageClassification(tiny_config(drop_path_rate=0.0)).train()
+    labels = torch.tensor([1, 3])
+    for pixel_values in (torch.randn(2, 3, 32, 32), torch.randn(2, 3, 27, 37)):
+        results = {}
+        for as_convolutions in (True, False):
+            monkeypatch.setattr(modeling, "FP32_LINEARS_AS_CONVOLUTIONS", as_convolutions)
+            model.zero_grad()
+            with OperatorLog() as log:
+                loss = model(pixel_values, labels=labels).loss
+            convolutions = sum(name.startswith("convolution") for name in log.names)
+            loss.backward()
+            grads = {name: p.grad.clone() for name, p in model.named_parameters()}
+            results[as_convolutions] = (loss.detach(), grads, convolutions)
+        (loss_conv, grads_conv, n_conv), (loss_plain, grads_plain, n_plain) = results[True], results[False]
+        assert n_plain == 1 and n_conv > 1  # the patch embedding only, against every map linear too
+        torch.testing.assert_close(loss_conv, loss_plain, atol=1e-6, rtol=1e-5)
+        for name in grads_plain:
+            torch.testing.assert_close(grads_conv[name], grads_plain[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
 CPUINFO = """processor\t: 0
 vendor_id\t: {vendor}
 cpu family\t: 25
