@@ -236,12 +236,12 @@ class ChannelsLastLinear(nn.Linear):
         if (dtype := onednn_inference_dtype(x, self)) is not None:
             return onednn_linear(x, self, dtype)  # inference on the CPU: oneDNN's matmul, 1.1x the convolution
         if (
-            x.ndim != 4
+            not FP32_LINEARS_AS_CONVOLUTIONS  # first: a constant, and on all but AMD CPUs the answer
+            or x.ndim != 4
             or x.device.type != "cpu"
             or x.dtype != torch.float32
             or torch.is_autocast_enabled("cpu")
             or torch.compiler.is_exporting()
-            or not FP32_LINEARS_AS_CONVOLUTIONS
         ):
             return super().forward(x)
         weight = self.weight[:, :, None, None]  # (out, in) -> (out, in, 1, 1), a view
