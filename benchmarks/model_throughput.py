@@ -6,7 +6,8 @@
 Prints images/s for inference (no grad, eval) and for a training step (forward, backward, AdamW), the
 ratio to each reference, the parameter count, and the achieved GFLOP/s against this machine's fp32
 matmul rate (measured through MKL and through oneDNN; the faster is the ceiling). Models are timed
-interleaved (round-robin, best of `repeats`), so drift hits all alike.
+interleaved (round-robin, every other round in reverse order, best of `repeats`), so drift hits all alike; the
+ratio of each round (the median and range over rounds) is printed beside the ratio of the best rounds.
 At 64 px the reference is timm's SwinTransformer at the same config (default attention, and fused
 attention); transformers' Swin cannot run at 64 px, so it is compared at 224 px (classic Swin-T).
 `--compare_with DIR` adds the swin_tiny_hf of another checkout (e.g. `git worktree add DIR <commit>`) at
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import statistics
 import sys
 import time
 import warnings
@@ -131,6 +133,14 @@ def spread(times: list[float], batch: int) -> str:
     return f"{batch / max(times):.1f}-{batch / min(times):.1f}"
 
 
+def paired(ours: list[float], other: list[float]) -> str:
+    """'ours xR' of each round (the other model's seconds over ours, timed back to back): the median, and the
+    lowest and highest round's. On a machine whose speed drifts (a shared VM) it moves less than the ratio of
+    the best rounds, which may come from different moments."""
+    ratios = [o / u for u, o in zip(ours, other, strict=True)]
+    return f"x{statistics.median(ratios):.2f} ({min(ratios):.2f}-{max(ratios):.2f})"
+
+
 def run(candidates: list[Candidate], repeats: int, machine_gflops: float, title: str) -> None:
     for candidate in candidates:  # warm-up (and a compiled candidate's compilation)
         start = time.perf_counter()
@@ -138,16 +148,18 @@ def run(candidates: list[Candidate], repeats: int, machine_gflops: float, title:
         candidate.train_step()
         if candidate.runner is not candidate.model:
             print(f"{candidate.name}: compiled in {time.perf_counter() - start:.0f} s (its warm-up)")
-    for _ in range(repeats):
-        for candidate in candidates:
+    for round_ in range(repeats):
+        # every other round in reverse order: a model is not always timed right after the same neighbour
+        for candidate in candidates if round_ % 2 == 0 else candidates[::-1]:
             candidate.measure()
     batch = candidates[0].pixels.shape[0]
     print(f"\n## {title} (batch {batch}, best of {repeats}, {torch.get_num_threads()} threads)")
     print(
         "| model | params | inference img/s | ratio | train img/s | ratio | inference GFLOP/s (% of matmul) "
-        "| train GFLOP/s (% of matmul) | spread of rounds, img/s: inference; train |"
+        "| train GFLOP/s (% of matmul) | spread of rounds, img/s: inference; train "
+        "| ratio per round, median (range): inference; train |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     ours = candidates[0]
     for c in candidates:
         rates = {k: batch / v for k, v in c.best.items()}
@@ -158,11 +170,13 @@ def run(candidates: list[Candidate], repeats: int, machine_gflops: float, title:
             f"| {rates['train']:.1f} | ours x{1 / ratios['train']:.2f} "
             f"| {gflops['inference']:.0f} ({100 * gflops['inference'] / machine_gflops:.0f}%) "
             f"| {gflops['train']:.0f} ({100 * gflops['train'] / machine_gflops:.0f}%) "
-            f"| {spread(c.times['inference'], batch)}; {spread(c.times['train'], batch)} |"
+            f"| {spread(c.times['inference'], batch)}; {spread(c.times['train'], batch)} "
+            f"| {'; '.join(paired(ours.times[mode], c.times[mode]) for mode in ('inference', 'train'))} |"
         )
     print(
         "('ours xR': swin_tiny_hf's images/s divided by this row's; R > 1 means swin_tiny_hf is faster. Images/s and "
-        "ratios are of the best round; the last column is the slowest and fastest round.)"
+        "ratios are of the best round; the spread is the slowest and fastest round; the ratio per round compares "
+        "the two models' times within each round, steadier than the best rounds where the machine's speed drifts.)"
     )
 
 

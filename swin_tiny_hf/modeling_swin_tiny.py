@@ -306,17 +306,26 @@ def eager_window_attention(
     return output.view(B, G, N, d), weights
 
 
-def sdpa_is_slower(query: torch.Tensor) -> bool:
-    """Whether `scaled_dot_product_attention` is slower here than its math as two matrix products and a softmax.
+def sdpa_is_slower(query: torch.Tensor, mask: torch.Tensor) -> bool:
+    """Whether `scaled_dot_product_attention` is slower here than its math as two matrix products and a softmax
+    (`eager_window_attention`): on the CPU, in two cases, at this model's windows (4-64 tokens, head size 32-48).
 
-    On the CPU in bf16 or fp16 it is, at this model's windows (4-64 tokens, head size 32-48): PyTorch's CPU flash
-    kernel and its math fallback (taken when the mask needs a gradient, as in training, where it is the learned
-    bias) convert the inputs to fp32 first. Measured on an AMD Zen 5 CPU (AVX512-BF16), bf16, per block: 3-4x
-    slower forward and 1.2-4x slower forward and backward than `eager_window_attention`; taking the products made
-    the whole model 9-14% faster under bf16 autocast (BENCHMARKS.md). fp16 takes the same path (the same kernels
-    convert it the same way). In fp32, and on GPUs, SDPA stays.
+    - bf16 or fp16: PyTorch's CPU flash kernel and its math fallback convert the inputs to fp32 first. Measured on
+      an AMD Zen 5 CPU (AVX512-BF16), bf16, per block: 3-4x slower forward and 1.2-4x slower forward and backward;
+      taking the products made the whole model 9-14% faster under bf16 autocast (BENCHMARKS.md). fp16 takes the
+      same path (the same kernels convert it the same way).
+    - A gradient to compute for the mask (training, where the mask holds the learned relative position bias): the
+      CPU flash kernel has no mask gradient, so PyTorch runs its math fallback, the same products and softmax
+      with the scale applied to the queries and the keys apart and a softmax that guards fully masked rows
+      (none here: every token sees itself). Measured on an Intel Xeon (family 6 model 207), fp32, forward and
+      backward per block: the products took 0.69-0.95x SDPA's time (BENCHMARKS.md).
+
+    Elsewhere SDPA stays: fp32 inference (its fused kernel, 2.3-2.9x the products at 64-token windows on that
+    Xeon), a frozen bias table (PEFT's adapters: the fused kernel computes the gradients of q, k and v), GPUs.
     """
-    return query.device.type == "cpu" and query.dtype in (torch.bfloat16, torch.float16)
+    if query.device.type != "cpu":
+        return False
+    return query.dtype in (torch.bfloat16, torch.float16) or (torch.is_grad_enabled() and mask.requires_grad)
 
 
 class WindowAttention(nn.Module):
@@ -324,7 +333,8 @@ class WindowAttention(nn.Module):
 
     Takes the (already normalised and, for SW-MSA, rolled) full feature map and returns the attended
     map. The relative position bias and the shift mask are added as one mask, so PyTorch's fused
-    `scaled_dot_product_attention` does the work when `config._attn_implementation == "sdpa"`.
+    `scaled_dot_product_attention` does the work when `config._attn_implementation == "sdpa"`, except where it
+    is slower than the explicit products (`sdpa_is_slower`: on the CPU in bf16 and fp16, and in training).
     """
 
     def __init__(self, config: SwinTinyConfig, dim: int, num_heads: int, window: int):
@@ -391,9 +401,10 @@ class WindowAttention(nn.Module):
 
         implementation = self.config._attn_implementation or "sdpa"
         weights = None
-        # Exported graphs take the explicit math: see the module docstring. So do reduced precisions on the CPU (see
-        # `sdpa_is_slower`), where the weights are computed and dropped.
-        if output_attentions or implementation == "eager" or torch.compiler.is_exporting() or sdpa_is_slower(q):
+        # Exported graphs take the explicit math: see the module docstring. So do reduced precisions and training on
+        # the CPU (see `sdpa_is_slower`), where the weights are computed and dropped.
+        explicit = output_attentions or implementation == "eager" or torch.compiler.is_exporting()
+        if explicit or sdpa_is_slower(q, mask):
             out, weights = eager_window_attention(q, k, v, mask, dropout, (B, nWh * nWw, heads, M * M, M * M))
             weights = weights if output_attentions else None
         elif implementation == "sdpa":

@@ -1,6 +1,8 @@
+import contextlib
 import io
 import logging
 import platform
+import unittest.mock
 import warnings
 from types import SimpleNamespace
 
@@ -221,24 +223,30 @@ def test_sdpa_and_eager_agree_in_fp32(config, pixel_values):
 
 
 def test_sdpa_and_eager_gradients_agree(config, pixel_values):
+    """With the bias tables frozen (as PEFT's adapters leave them) training runs SDPA's fused kernel, forward and
+    backward: its gradients are those of the explicit products."""
     torch.manual_seed(0)
-    model = SwinTinyForImageClassification(tiny_config(drop_path_rate=0.0)).train()
+    model = perturbed(SwinTinyForImageClassification(tiny_config(drop_path_rate=0.0))).train()
+    tables = [p for n, p in model.named_parameters() if n.endswith("relative_position_bias_table")]
+    assert len(tables) == sum(config.depths)
+    for table in tables:
+        table.requires_grad_(False)
     labels = torch.tensor([0, 1, 2])
     grads = {}
     for implementation in ("sdpa", "eager"):
         model.set_attn_implementation(implementation)
         model.zero_grad()
-        model(pixel_values, labels=labels).loss.backward()
-        grads[implementation] = {n: p.grad.clone() for n, p in model.named_parameters()}
+        with count_attention_calls() as calls:
+            model(pixel_values, labels=labels).loss.backward()
+        assert len(calls) == (sum(config.depths) if implementation == "sdpa" else 0)
+        grads[implementation] = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     for name in grads["sdpa"]:
         torch.testing.assert_close(grads["sdpa"][name], grads["eager"][name], atol=1e-5, rtol=1e-4, msg=name)
 
 
-@pytest.mark.parametrize("precision", ["bf16 autocast", "bf16 weights", "fp32"])
-def test_sdpa_on_the_cpu_takes_the_matrix_products_in_sixteen_bits_only(config, pixel_values, monkeypatch, precision):
-    """In bf16 on the CPU, "sdpa" computes what "eager" computes (SDPA's CPU kernels are slower there at these
-    windows, see `sdpa_is_slower`): the same logits and gradients, bit for bit, and no call to SDPA. In fp32 SDPA
-    runs, one call per block."""
+@contextlib.contextmanager
+def count_attention_calls():
+    """The dtypes of the queries of every `F.scaled_dot_product_attention` call made inside."""
     calls = []
     sdpa = torch.nn.functional.scaled_dot_product_attention
 
@@ -246,29 +254,46 @@ def test_sdpa_on_the_cpu_takes_the_matrix_products_in_sixteen_bits_only(config, 
         calls.append(args[0].dtype)
         return sdpa(*args, **kwargs)
 
-    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", counted)
-    model = perturbed(SwinTinyForImageClassification(tiny_config(drop_path_rate=0.0))).train()
-    if precision == "bf16 weights":
-        model = model.to(torch.bfloat16)
-        pixel_values = pixel_values.to(torch.bfloat16)
+    with unittest.mock.patch.object(torch.nn.functional, "scaled_dot_product_attention", counted):
+        yield calls
+
+
+@pytest.mark.parametrize("mode", ["train", "inference"])
+@pytest.mark.parametrize("precision", ["bf16 autocast", "bf16 weights", "fp16 weights", "fp32"])
+def test_sdpa_on_the_cpu_takes_the_matrix_products_where_they_are_faster(config, pixel_values, precision, mode):
+    """On the CPU, "sdpa" computes what "eager" computes where SDPA's kernels are slower at these windows (see
+    `sdpa_is_slower`): in bf16, and in training, where the mask holds the learned bias and would send SDPA to its
+    math fallback. There the logits and gradients are eager's, bit for bit, and SDPA is not called. In fp32
+    inference SDPA runs, one call per block, and answers as eager."""
+    model = perturbed(SwinTinyForImageClassification(tiny_config(drop_path_rate=0.0))).train(mode == "train")
+    dtype = {"bf16 weights": torch.bfloat16, "fp16 weights": torch.float16}.get(precision, torch.float32)
+    model, pixel_values = model.to(dtype), pixel_values.to(dtype)
     labels = torch.tensor([0, 1, 2])
     results = {}
     for implementation in ("sdpa", "eager"):
         model.set_attn_implementation(implementation)
         model.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16 autocast"):
+        with (
+            count_attention_calls() as calls,
+            torch.set_grad_enabled(mode == "train"),
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16 autocast"),
+        ):
             output = model(pixel_values, labels=labels)
-        output.loss.backward()
-        results[implementation] = (output.logits, {n: p.grad.clone() for n, p in model.named_parameters()})
-    blocks = sum(config.depths)
-    if precision == "fp32":
-        assert calls == [torch.float32] * blocks
+        if mode == "train":
+            output.loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results[implementation] = (output.logits, grads, calls)
+    assert results["eager"][2] == []
+    if precision == "fp32" and mode == "inference":
+        assert results["sdpa"][2] == [torch.float32] * sum(config.depths)
         torch.testing.assert_close(results["sdpa"][0], results["eager"][0], atol=1e-5, rtol=1e-4)
-    else:
-        assert calls == []
-        assert results["sdpa"][0].dtype == torch.bfloat16 and torch.equal(results["sdpa"][0], results["eager"][0])
-        for name, grad in results["sdpa"][1].items():
-            assert torch.equal(grad, results["eager"][1][name]), name
+        return
+    assert results["sdpa"][2] == []
+    assert torch.equal(results["sdpa"][0], results["eager"][0])
+    assert results["sdpa"][0].dtype == (torch.bfloat16 if precision == "bf16 autocast" else dtype)
+    assert len(results["sdpa"][1]) == (len(list(model.parameters())) if mode == "train" else 0)
+    for name, grad in results["sdpa"][1].items():
+        assert torch.equal(grad, results["eager"][1][name]), name
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
