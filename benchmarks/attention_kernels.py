@@ -13,6 +13,7 @@ this table; rerun it on a CPU it was not measured on. Timed interleaved, best of
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections import Counter
 
@@ -28,17 +29,16 @@ DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 def block_shapes(config: SwinTinyConfig, batch: int) -> Counter:
     """(B', G, N, d) of each block's attention at `config.image_size`, counted: B' windows-and-images and G heads
     as `WindowAttention.forward` groups them (W-MSA: every window in the batch dimension; SW-MSA: windows with the
-    heads, each with its own mask)."""
+    heads, each with its own mask), with each stage's window clipped to its map (`config.stage_windows`) and the
+    map padded to a multiple of it."""
     shapes = Counter()
-    side = config.image_size // config.patch_size
-    for stage, (depth, heads, window) in enumerate(zip(config.depths, config.num_heads, config.window_size)):
-        dim = config.embed_dim * 2**stage
-        windows = (side // window) ** 2
+    stages = zip(config.depths, config.num_heads, config.stage_windows, config.stage_resolutions, config.stage_shifts)
+    for stage, (depth, heads, window, side, shift) in enumerate(stages):
+        head_size = config.embed_dim * 2**stage // heads
+        windows = math.ceil(side / window) ** 2
         for block in range(depth):
-            shifted = block % 2 == 1 and side > window  # a map of one window does not shift (SwinStage)
-            grouped = (batch, windows * heads) if shifted else (batch * windows, heads)
-            shapes[(*grouped, window * window, dim // heads)] += 1
-        side //= 2
+            grouped = (batch, windows * heads) if block % 2 == 1 and shift else (batch * windows, heads)
+            shapes[(*grouped, window * window, head_size)] += 1
     return shapes
 
 

@@ -314,14 +314,16 @@ def sdpa_is_slower(query: torch.Tensor, mask: torch.Tensor) -> bool:
       an AMD Zen 5 CPU (AVX512-BF16), bf16, per block: 3-4x slower forward and 1.2-4x slower forward and backward;
       taking the products made the whole model 9-14% faster under bf16 autocast (BENCHMARKS.md). fp16 takes the
       same path (the same kernels convert it the same way).
-    - A gradient to compute for the mask (training, where the mask holds the learned relative position bias): the
-      CPU flash kernel has no mask gradient, so PyTorch runs its math fallback, the same products and softmax
-      with the scale applied to the queries and the keys apart and a softmax that guards fully masked rows
-      (none here: every token sees itself). Measured on an Intel Xeon (family 6 model 207), fp32, forward and
-      backward per block: the products took 0.69-0.95x SDPA's time (BENCHMARKS.md).
+    - A gradient to compute for the mask, which holds the learned relative position bias (training, or gradients
+      taken in eval mode): the CPU flash kernel has no mask gradient, so PyTorch runs its math fallback, the same
+      products and softmax with the scale applied to the queries and the keys apart and a softmax that guards
+      fully masked rows (none here: every token sees itself). Measured on an Intel Xeon (family 6 model 207),
+      fp32, forward and backward per block: the products took 0.79-0.91x SDPA's time, 0.84x over the model's 12
+      blocks (BENCHMARKS.md, `benchmarks/attention_kernels.py`).
 
-    Elsewhere SDPA stays: fp32 inference (its fused kernel, 2.3-2.9x the products at 64-token windows on that
-    Xeon), a frozen bias table (PEFT's adapters: the fused kernel computes the gradients of q, k and v), GPUs.
+    Elsewhere SDPA stays: fp32 inference (its fused kernel, 1.13-1.19x faster than the products at 64-token windows
+    on that Xeon, 1.07x over all blocks), frozen bias tables (as PEFT's adapters leave them: the fused kernel
+    computes the gradients of q, k and v), GPUs.
     """
     if query.device.type != "cpu":
         return False
