@@ -13,32 +13,35 @@ this table; rerun it on a CPU it was not measured on. Timed interleaved, best of
 from __future__ import annotations
 
 import argparse
-import math
 import time
+import unittest.mock
 from collections import Counter
 
 import torch
 import torch.nn.functional as F
 
-from swin_tiny_hf import SwinTinyConfig
+from swin_tiny_hf import SwinTinyConfig, SwinTinyModel
 from swin_tiny_hf.modeling_swin_tiny import eager_window_attention
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def block_shapes(config: SwinTinyConfig, batch: int) -> Counter:
-    """(B', G, N, d) of each block's attention at `config.image_size`, counted: B' windows-and-images and G heads
-    as `WindowAttention.forward` groups them (W-MSA: every window in the batch dimension; SW-MSA: windows with the
-    heads, each with its own mask), with each stage's window clipped to its map (`config.stage_windows`) and the
-    map padded to a multiple of it."""
+    """(B', G, N, d) of each block's queries at `config.image_size`, counted: recorded from one forward of the
+    model (fp32, no gradient: every block calls SDPA), so they are `WindowAttention.forward`'s own grouping (W-MSA:
+    every window in the batch dimension; SW-MSA: windows with the heads, each with its own mask) and clipped
+    windows."""
     shapes = Counter()
-    stages = zip(config.depths, config.num_heads, config.stage_windows, config.stage_resolutions, config.stage_shifts)
-    for stage, (depth, heads, window, side, shift) in enumerate(stages):
-        head_size = config.embed_dim * 2**stage // heads
-        windows = math.ceil(side / window) ** 2
-        for block in range(depth):
-            grouped = (batch, windows * heads) if block % 2 == 1 and shift else (batch * windows, heads)
-            shapes[(*grouped, window * window, head_size)] += 1
+    sdpa = F.scaled_dot_product_attention
+
+    def recorded(query, *args, **kwargs):
+        shapes[tuple(query.shape)] += 1
+        return sdpa(query, *args, **kwargs)
+
+    model = SwinTinyModel(config).eval()
+    pixels = torch.zeros(batch, config.num_channels, config.image_size, config.image_size)
+    with unittest.mock.patch.object(F, "scaled_dot_product_attention", recorded), torch.no_grad():
+        model(pixels)
     return shapes
 
 
